@@ -1,0 +1,37 @@
+"""keras-regkit: regularization tools that plug into standard Keras 3 models.
+
+Weight penalties for the ordinary `kernel_regularizer=` arguments, and
+`regularize()` to add, change or remove penalties on models that already
+exist, pretrained ones included.
+
+Example:
+
+>>> import keras
+>>> import keras_regkit
+>>> model = keras.Sequential([
+...     keras.Input((8,)),
+...     keras.layers.Dense(16, activation="relu", name="hidden"),
+...     keras.layers.Dense(1, name="output"),
+... ])
+>>> model = keras_regkit.regularize(model, kernel=keras_regkit.L2(1e-3))
+>>> sorted(keras_regkit.penalties(model))
+['hidden', 'output']
+"""
+
+__version__ = "0.1.0.dev0"
+
+from keras_regkit import regularizers
+from keras_regkit.attach import penalties, regularize
+from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
+
+__all__ = [
+    "ElasticNet",
+    "ExpAbs",
+    "GroupLasso",
+    "L1",
+    "L2",
+    "__version__",
+    "penalties",
+    "regularize",
+    "regularizers",
+]

@@ -1,0 +1,101 @@
+"""Argument checks shared by every public constructor and function.
+
+Each check returns the value in the plain Python form that is stored on the
+object and written to its config, or raises a `ValueError`/`TypeError` whose
+message names the argument and shows the value received, in the shape Keras
+uses: "Invalid value received for argument `l1`. Expected ... Received: l1=-1".
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _invalid(name, expected, value):
+    return (
+        f"Invalid value received for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _as_real(name, value, expected):
+    """Returns `value` as a Python float, or raises if it is not a number."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(_invalid(name, expected, value))
+    if isinstance(value, np.ndarray):
+        if value.shape != ():
+            raise ValueError(
+                _invalid(name, f"{expected}, not an array", value)
+                + f" (shape {value.shape})"
+            )
+        value = value[()]
+    if not isinstance(value, numbers.Real) or isinstance(value, np.bool_):
+        raise TypeError(_invalid(name, expected, value))
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        # np.float32(0.01) means 0.01: keep the decimal the user wrote rather
+        # than its float32 rounding (0.009999999776...).
+        return float(str(value))
+    return float(value)
+
+
+def non_negative_float(name, value):
+    """Checks that `value` is a finite number >= 0 and returns it as a float."""
+    expected = "a non-negative finite float"
+    number = _as_real(name, value, expected)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(_invalid(name, expected, value))
+    return number
+
+
+def positive_float(name, value):
+    """Checks that `value` is a finite number > 0 and returns it as a float."""
+    expected = "a positive finite float"
+    number = _as_real(name, value, expected)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(_invalid(name, expected, value))
+    return number
+
+
+def unit_interval_float(name, value):
+    """Checks that `value` is a number in [0, 1] and returns it as a float."""
+    expected = "a float in [0, 1]"
+    number = _as_real(name, value, expected)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(_invalid(name, expected, value))
+    return number
+
+
+def positive_int(name, value):
+    """Checks that `value` is an integer >= 1 and returns it as an int."""
+    expected = "a positive integer"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(_invalid(name, expected, value))
+    if value < 1:
+        raise ValueError(_invalid(name, expected, value))
+    return int(value)
+
+
+def axis(name, value):
+    """Checks an axis argument: an int, or a non-empty sequence of ints.
+
+    Returns an `int`, or a `tuple` of distinct ints (a list from a JSON config
+    comes back as a tuple).
+    """
+    expected = "an integer or a non-empty tuple of distinct integers"
+    if isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        return int(value)
+    if not isinstance(value, (tuple, list)) or not value:
+        raise TypeError(_invalid(name, expected, value))
+    for item in value:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(
+            item, numbers.Integral
+        ):
+            raise TypeError(_invalid(name, expected, value))
+    if len(set(value)) != len(value):
+        raise ValueError(_invalid(name, expected, value))
+    return tuple(int(item) for item in value)

@@ -1,0 +1,326 @@
+"""Adding, changing and removing penalties on models that already exist.
+
+Keras keeps a weight's penalty in two places: the layer attribute
+(`layer.kernel_regularizer`), which is what `get_config()` saves, and the
+variable (`layer.kernel.regularizer`), which is what `model.losses` reads.
+Setting only one of them either changes the saved file but not the loss, or
+the loss but not the saved file (keras-team/keras#8413, #9106, #7688).
+`regularize` sets both, on every chosen layer however deeply it is nested,
+and rebuilds the model's compiled train and test functions so that the very
+next `fit` or `evaluate` sees the change.
+"""
+
+import warnings
+
+import keras
+from keras import ops
+
+from keras_regkit import regularizers, selectors
+
+
+class _Unchanged:
+    def __repr__(self):
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+"""Default of `regularize`'s penalty arguments: leave that weight alone."""
+
+# role -> (layer attribute saved in the config, variable name)
+_ROLES = {
+    "kernel": ("kernel_regularizer", "kernel"),
+    "bias": ("bias_regularizer", "bias"),
+    "recurrent": ("recurrent_regularizer", "recurrent_kernel"),
+    "embeddings": ("embeddings_regularizer", "embeddings"),
+    "depthwise": ("depthwise_regularizer", "depthwise_kernel"),
+    "pointwise": ("pointwise_regularizer", "pointwise_kernel"),
+}
+# Roles that `kernel=` also covers unless they are given their own penalty:
+# they are the kernels of depthwise and separable convolutions.
+_KERNEL_LIKE = ("depthwise", "pointwise")
+
+
+def _roles_of(layer):
+    """The roles a layer holds itself (as a plain attribute, not a property).
+
+    RNN layers expose their cell's `kernel_regularizer` through read-only
+    properties; the cell is where the attribute and the variables live.
+    """
+    own = vars(layer)
+    return [role for role, (attribute, _) in _ROLES.items() if attribute in own]
+
+
+def _variable(layer, role):
+    """The layer's variable for `role`, or `None` while it is unbuilt."""
+    name = _ROLES[role][1]
+    candidate = getattr(layer, name, None)
+    if isinstance(candidate, keras.Variable):
+        return candidate
+    # Layers whose property returns a computed tensor (LoRA, quantization)
+    # still own the underlying variable under the same name.
+    for variable in layer.weights:
+        if variable.name == name:
+            return variable
+    return None
+
+
+def _resolve(name, identifier):
+    try:
+        return regularizers.get(identifier)
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"Invalid value received for argument `{name}`. {error}"
+        ) from None
+
+
+def _role_penalties(kernel, bias, recurrent, embeddings, depthwise, pointwise):
+    """Maps each role to the penalty to set, resolving identifiers.
+
+    Returns the mapping and the set of roles given explicitly (`kernel=` also
+    covers the depthwise and pointwise kernels, implicitly).
+    """
+    given = {
+        "kernel": kernel,
+        "bias": bias,
+        "recurrent": recurrent,
+        "embeddings": embeddings,
+        "depthwise": depthwise,
+        "pointwise": pointwise,
+    }
+    chosen = {
+        role: _resolve(role, value)
+        for role, value in given.items()
+        if value is not UNCHANGED
+    }
+    explicit = set(chosen)
+    if "kernel" in chosen:
+        for role in _KERNEL_LIKE:
+            chosen.setdefault(role, chosen["kernel"])
+    return chosen, explicit
+
+
+def _rule_penalties(selector, spec):
+    """`_role_penalties` for one rule's value."""
+    if isinstance(spec, dict) and spec and set(spec) <= set(_ROLES):
+        return _role_penalties(
+            **{role: spec.get(role, UNCHANGED) for role in _ROLES}
+        )
+    return _role_penalties(
+        _resolve(f"rules[{selector!r}]", spec), *[UNCHANGED] * 5
+    )
+
+
+def _available(model):
+    names = [path for path, _ in selectors.walk(model)]
+    return ", ".join(repr(name) for name in names) or "(none)"
+
+
+def _assign(layer, role, penalty, frozen):
+    attribute, _ = _ROLES[role]
+    setattr(layer, attribute, penalty)
+    variable = _variable(layer, role)
+    if variable is not None:
+        variable.regularizer = penalty
+        if penalty is not None and not variable.trainable:
+            frozen.append(variable.path)
+
+
+def _refresh_compiled_functions(model):
+    """Makes the next `fit`/`evaluate` trace a train/test step anew."""
+    if not isinstance(model, keras.Model):
+        return
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    if getattr(model, "test_function", None) is not None:
+        model.make_test_function(force=True)
+
+
+def regularize(
+    model,
+    kernel=UNCHANGED,
+    bias=UNCHANGED,
+    recurrent=UNCHANGED,
+    *,
+    embeddings=UNCHANGED,
+    depthwise=UNCHANGED,
+    pointwise=UNCHANGED,
+    layers=None,
+    rules=None,
+):
+    """Adds, changes or removes weight penalties on an existing model.
+
+    Works on built or unbuilt, Sequential, Functional, subclassed and nested
+    models, pretrained ones included, without touching a weight. Each penalty
+    argument takes a regularizer (ours or Keras's), a name or config dict
+    understood by `keras_regkit.regularizers.get`, or `None` to remove the
+    penalty; arguments left out leave that weight as it is (biases are left
+    alone unless asked). After the call the penalties appear in
+    `model.losses`, count in the very next `fit` or `evaluate`, and are saved
+    with the model. In a subclassed model that builds its layers in
+    `__init__`, they are not saved: apply them again after loading.
+
+    Penalties are set on trainable and frozen weights alike, but Keras counts
+    only trainable ones; a warning says when a chosen weight is frozen.
+
+    Args:
+        model: the `keras.Model` (or `keras.layers.Layer`) to change in place.
+            Pass the model you train: its compiled functions are rebuilt.
+        kernel: penalty for the main kernels (Dense, EinsumDense, convolution
+            and RNN cell input kernels), and for the depthwise and pointwise
+            kernels of depthwise and separable convolutions unless
+            `depthwise`/`pointwise` are given.
+        bias: penalty for biases.
+        recurrent: penalty for the recurrent kernels of LSTM, GRU and
+            SimpleRNN cells.
+        embeddings: penalty for `Embedding` matrices.
+        depthwise: penalty for depthwise kernels.
+        pointwise: penalty for pointwise kernels.
+        layers: which layers to change, as a selector (name, glob pattern,
+            layer class, predicate, or a list of these; see
+            `keras_regkit.selectors`). `None` means every layer.
+        rules: instead of the arguments above, an ordered mapping from
+            selectors to penalties, such as
+            `{"dense_in": L1(1e-4), "*": L2(1e-4)}`. The first rule that
+            matches a layer decides its penalties. A rule's value is a
+            penalty for the kernel role (as `kernel=` above), or a dict from
+            role names (`"kernel"`, `"bias"`, `"recurrent"`, `"embeddings"`,
+            `"depthwise"`, `"pointwise"`) to penalties.
+
+    Returns:
+        `model`, changed in place.
+
+    Raises:
+        ValueError: when nothing would change: no penalty argument given, a
+            selector or rule that matches no layer (the message lists the
+            layers available), or no chosen layer holding a requested weight.
+        TypeError: for a model, selector or penalty of the wrong type.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_regkit import L1, L2
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(16, name="dense_in"),
+    ...     keras.layers.Dense(1, name="dense_out"),
+    ... ])
+    >>> _ = regularize(model, rules={"dense_in": L1(1e-4), "*": L2(1e-4)})
+    >>> model.get_layer("dense_in").kernel_regularizer
+    L1(l1=0.0001)
+    >>> model.get_layer("dense_out").kernel.regularizer
+    L2(l2=0.0001)
+    >>> _ = regularize(model, kernel=None)  # remove them again
+    >>> len(model.losses)
+    0
+    """
+    selectors.check_model(model)
+    role_arguments = (kernel, bias, recurrent, embeddings, depthwise, pointwise)
+    if rules is not None:
+        if layers is not None or any(
+            value is not UNCHANGED for value in role_arguments
+        ):
+            raise ValueError(
+                "Pass either `rules`, or penalty arguments (`kernel`, `bias`, "
+                "...) with an optional `layers` selector, not both. Received: "
+                f"rules={rules!r}, layers={layers!r}"
+            )
+        if not isinstance(rules, dict) or not rules:
+            raise TypeError(
+                "Invalid value received for argument `rules`. Expected a "
+                "non-empty dict from selectors to penalties. Received: "
+                f"rules={rules!r}"
+            )
+        for selector in rules:
+            selectors.check_selector(selector, name="rules")
+        plans, explicit = zip(
+            *(_rule_penalties(key, spec) for key, spec in rules.items())
+        )
+        selector_list = list(rules)
+    else:
+        chosen, given = _role_penalties(*role_arguments)
+        if not chosen:
+            raise ValueError(
+                "Nothing to change: pass at least one of `kernel`, `bias`, "
+                "`recurrent`, `embeddings`, `depthwise`, `pointwise` (None "
+                "removes a penalty), or `rules`."
+            )
+        if layers is not None:
+            selectors.check_selector(layers)
+        plans, explicit = [chosen], [given]
+        selector_list = ["*" if layers is None else layers]
+
+    matched = selectors.first_match(selector_list, model)
+    for index, selector in enumerate(selector_list):
+        if not any(i == index for _, _, i in matched):
+            argument = "rules" if rules is not None else "layers"
+            raise ValueError(
+                f"The selector {selector!r} (argument `{argument}`) matches "
+                f"no layer. Layers available: {_available(model)}"
+            )
+
+    frozen = []
+    assigned_roles = set()
+    for _, layer, index in matched:
+        for role in _roles_of(layer):
+            if role in plans[index]:
+                _assign(layer, role, plans[index][role], frozen)
+                assigned_roles.add(role)
+    missing = set().union(*explicit) - assigned_roles
+    if missing:
+        raise ValueError(
+            "No chosen layer holds a weight of the kind "
+            f"{', '.join(repr(role) for role in sorted(missing))}. "
+            f"Layers available: {_available(model)}"
+        )
+    if frozen:
+        warnings.warn(
+            "Penalties were set on frozen (non-trainable) weights, which "
+            "Keras leaves out of `model.losses` until they are trainable: "
+            f"{', '.join(frozen)}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _refresh_compiled_functions(model)
+    return model
+
+
+def penalties(model):
+    """The current weight penalties of a model, as plain floats.
+
+    Lists every trainable weight that has a penalty, exactly the weight terms
+    Keras adds to `model.losses`, under the path of the layer that owns it.
+
+    Args:
+        model: a `keras.Model` or `keras.layers.Layer`.
+
+    Returns:
+        A dict `{layer_path: {weight_name: penalty}}` in layer order, e.g.
+        `{"dense": {"kernel": 0.0123}}`; empty when nothing is penalised.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_regkit import L1
+    >>> layer = keras.layers.Dense(
+    ...     2, kernel_initializer="ones", kernel_regularizer=L1(0.5),
+    ...     name="dense",
+    ... )
+    >>> layer.build((3,))
+    >>> penalties(layer)  # 0.5 * 6 weights of 1
+    {'dense': {'kernel': 3.0}}
+    """
+    selectors.check_model(model)
+    owners = selectors.walk(model)
+    claimed = set()
+    found = {}
+    # Children come after their parents in `walk` order: going backwards,
+    # each variable is credited to the innermost layer that holds it.
+    for path, layer in reversed(owners):
+        for variable in layer.trainable_weights:
+            if id(variable) in claimed or variable.regularizer is None:
+                continue
+            claimed.add(id(variable))
+            value = ops.convert_to_numpy(variable.regularizer(variable))
+            found.setdefault(path, {})[variable.name] = float(value)
+    order = {path: i for i, (path, _) in enumerate(owners)}
+    return dict(sorted(found.items(), key=lambda item: order[item[0]]))

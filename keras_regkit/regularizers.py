@@ -1,0 +1,545 @@
+"""Weight penalties that plug into any Keras 3 `*_regularizer=` argument.
+
+Every class here subclasses `keras.regularizers.Regularizer`, is registered
+for saving under the package name `keras_regkit`, and is written with
+`keras.ops` so it runs on TensorFlow, JAX and PyTorch alike.
+
+Conventions shared by all of them:
+
+- The penalty of a weight tensor `w` is a scalar. For float32 and float64
+  weights it has the weight's dtype; float16 and bfloat16 weights are
+  penalised in float32 (and the result is float32), so that a sum over a
+  large kernel neither overflows nor loses its small terms.
+- Gradients are written in closed form (`keras.ops.custom_gradient`): they
+  cost one pass over the weights, and stay finite where the textbook formula
+  is undefined (the kink of `|w|` at 0, the norm of an all-zero group).
+- `get_config()` returns exactly the constructor arguments as plain Python
+  numbers, instances compare equal when their configs do, and every argument
+  is validated when the object is built.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_regkit import _validation
+
+_PACKAGE = "keras_regkit"
+_HALF_PRECISION = ("float16", "bfloat16")
+_FLOAT32_MAX = float(3.4028234663852886e38)
+_FLOAT32_TINY = float(1.1754943508222875e-38)
+
+
+def _read(x):
+    """Returns the value of a tensor, array or variable as a backend tensor."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # keras.ops hands TensorFlow variables back as they are; the penalty
+        # must see a plain tensor so that its custom gradient flows to the
+        # variable through the read.
+        return tf.convert_to_tensor(x)
+    return ops.convert_to_tensor(x)
+
+
+def _penalty_input(x):
+    """Returns `x` as a tensor in the dtype its penalty is computed in."""
+    x = _read(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _HALF_PRECISION or not keras.backend.is_float_dtype(dtype):
+        x = ops.cast(x, "float32")
+    return x
+
+
+def _sum_of_squares(x):
+    """`sum(x**2)` in one pass where the backend has a fused kernel for it."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # l2_loss is sum(x**2) / 2 in one fused, multi-threaded reduction;
+        # the factor 2 is exact in floating point.
+        return 2.0 * tf.nn.l2_loss(x)
+    return ops.sum(ops.square(x))
+
+
+def _with_gradient(value_and_gradient, x):
+    """Evaluates a penalty whose gradient is given in closed form.
+
+    Args:
+        value_and_gradient: function of the weight tensor returning the
+            penalty and a function that maps the upstream gradient (a
+            scalar) to the gradient with respect to the weights.
+        x: the weight tensor.
+    """
+
+    @ops.custom_gradient
+    def penalty(x):
+        value, gradient = value_and_gradient(x)
+
+        def gradient_fn(*args, upstream=None):
+            # TensorFlow and JAX pass the upstream gradient positionally,
+            # PyTorch by keyword after the forward inputs.
+            if upstream is None:
+                (upstream,) = args
+            return gradient(upstream)
+
+        return value, gradient_fn
+
+    return penalty(x)
+
+
+class _Penalty(keras.regularizers.Regularizer):
+    """Config, equality and repr shared by the keras_regkit regularizers.
+
+    Subclasses list their constructor arguments in `_config_keys` and store
+    each on a same-named attribute.
+    """
+
+    _config_keys = ()
+
+    def get_config(self):
+        return {key: getattr(self, key) for key in self._config_keys}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (
+            self.get_config() == other.get_config()
+        )
+
+    def __hash__(self):
+        return hash((type(self), tuple(self.get_config().items())))
+
+    def __repr__(self):
+        arguments = ", ".join(
+            f"{key}={value!r}" for key, value in self.get_config().items()
+        )
+        return f"{type(self).__name__}({arguments})"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class L1(_Penalty):
+    """Lasso penalty: `l1 * sum(|w|)`.
+
+    The same penalty as `keras.regularizers.L1`, so swapping one for the other
+    changes nothing but speed and the config (which here stores `0.01`, not
+    its float32 rounding). Its gradient is `l1 * sign(w)`, with 0 at
+    `w = 0`. Plain gradient descent on it shrinks weights towards zero but
+    never makes them exactly zero.
+
+    Args:
+        l1: non-negative float, the strength of the penalty.
+
+    Example:
+
+    >>> import numpy as np
+    >>> penalty = L1(l1=0.1)
+    >>> float(penalty(np.array([[1.0, -2.0], [0.5, 0.0]])))
+    0.35
+    >>> layer = keras.layers.Dense(4, kernel_regularizer=L1(0.01))
+    """
+
+    _config_keys = ("l1",)
+
+    def __init__(self, l1=0.01):
+        self.l1 = _validation.non_negative_float("l1", l1)
+
+    def __call__(self, x):
+        x = _penalty_input(x)
+        l1 = self.l1
+
+        def value_and_gradient(x):
+            value = l1 * ops.sum(ops.abs(x))
+            return value, lambda upstream: ops.sign(x) * (l1 * upstream)
+
+        return _with_gradient(value_and_gradient, x)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class L2(_Penalty):
+    """Ridge penalty in Keras's convention: `l2 * sum(w**2)`.
+
+    There is no factor 1/2, so the gradient is `2 * l2 * w`, exactly as with
+    `keras.regularizers.L2`, for which this is a drop-in swap. Other
+    conventions convert with `L2.from_weight_decay` and
+    `L2.from_course_lambda`.
+
+    Args:
+        l2: non-negative float, the strength of the penalty.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(L2(l2=0.1)(np.array([1.0, -2.0, 0.5])))
+    0.525
+    >>> L2.from_weight_decay(1e-4)
+    L2(l2=5e-05)
+    """
+
+    _config_keys = ("l2",)
+
+    def __init__(self, l2=0.01):
+        self.l2 = _validation.non_negative_float("l2", l2)
+
+    @classmethod
+    def from_weight_decay(cls, weight_decay):
+        """The `L2` that matches decoupled weight decay under plain SGD.
+
+        Decoupled weight decay (`keras.optimizers.SGD(weight_decay=wd)`,
+        PyTorch's `SGD(weight_decay=wd)`, Optax's `add_decayed_weights`)
+        moves each weight by `-lr * wd * w` per step; `L2(l2)` moves it by
+        `-lr * 2 * l2 * w`. With plain SGD (momentum included, as long as
+        the decay enters the gradient) the two are the same for
+        `l2 = wd / 2`. With Adam and other adaptive optimizers they differ:
+        there the penalty's gradient is rescaled, the decay is not
+        (Loshchilov and Hutter, "Decoupled Weight Decay Regularization").
+
+        Args:
+            weight_decay: non-negative float, the decay coefficient `wd`.
+
+        Returns:
+            `L2(weight_decay / 2)`.
+        """
+        weight_decay = _validation.non_negative_float(
+            "weight_decay", weight_decay
+        )
+        return cls(l2=weight_decay / 2.0)
+
+    @classmethod
+    def from_course_lambda(cls, lambda_, num_examples):
+        """The `L2` for the course cost `J = L + lambda/(2m) * sum ||W||^2`.
+
+        `L` is the mean loss over the `m` training examples, as Keras's
+        compiled losses are, so the penalty is `L2(lambda / (2 * m))`.
+
+        Args:
+            lambda_: non-negative float, the course's `lambda`.
+            num_examples: positive int, `m`, the number of training examples.
+
+        Returns:
+            `L2(lambda_ / (2 * num_examples))`.
+
+        Example:
+
+        >>> L2.from_course_lambda(0.7, num_examples=350)
+        L2(l2=0.001)
+        """
+        lambda_ = _validation.non_negative_float("lambda_", lambda_)
+        num_examples = _validation.positive_int("num_examples", num_examples)
+        return cls(l2=lambda_ / (2.0 * num_examples))
+
+    def __call__(self, x):
+        x = _penalty_input(x)
+        l2 = self.l2
+
+        def value_and_gradient(x):
+            value = l2 * _sum_of_squares(x)
+            return value, lambda upstream: x * ((2.0 * l2) * upstream)
+
+        return _with_gradient(value_and_gradient, x)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ElasticNet(_Penalty):
+    """Elastic-net penalty: `l1 * sum(|w|) + l2 * sum(w**2)`.
+
+    The same penalty as `keras.regularizers.L1L2`. `ElasticNet.from_ratio`
+    takes scikit-learn's `(alpha, l1_ratio)` instead.
+
+    Args:
+        l1: non-negative float, strength of the L1 term.
+        l2: non-negative float, strength of the squared-L2 term.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(ElasticNet(l1=0.1, l2=0.1)(np.array([1.0, -2.0])))
+    0.8
+    >>> ElasticNet.from_ratio(alpha=0.02, l1_ratio=0.5)
+    ElasticNet(l1=0.01, l2=0.005)
+    """
+
+    _config_keys = ("l1", "l2")
+
+    def __init__(self, l1=0.01, l2=0.01):
+        self.l1 = _validation.non_negative_float("l1", l1)
+        self.l2 = _validation.non_negative_float("l2", l2)
+
+    @classmethod
+    def from_ratio(cls, alpha, l1_ratio):
+        """Builds the penalty from scikit-learn's parametrization.
+
+        scikit-learn's `ElasticNet` penalises
+        `alpha * l1_ratio * ||w||_1 + 0.5 * alpha * (1 - l1_ratio) * ||w||_2^2`,
+        so `l1 = alpha * l1_ratio` and `l2 = alpha * (1 - l1_ratio) / 2`.
+        Mind the data term too: scikit-learn's is `||y - Xw||^2 / (2n)`, half
+        of Keras's `"mse"`. To reproduce its solution with `loss="mse"`, pass
+        `2 * alpha`.
+
+        Args:
+            alpha: non-negative float, the overall strength.
+            l1_ratio: float in [0, 1], the share of the L1 term.
+
+        Returns:
+            The equivalent `ElasticNet`.
+        """
+        alpha = _validation.non_negative_float("alpha", alpha)
+        l1_ratio = _validation.unit_interval_float("l1_ratio", l1_ratio)
+        return cls(l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio) / 2.0)
+
+    def __call__(self, x):
+        x = _penalty_input(x)
+        l1, l2 = self.l1, self.l2
+
+        def value_and_gradient(x):
+            value = l1 * ops.sum(ops.abs(x)) + l2 * _sum_of_squares(x)
+
+            def gradient(upstream):
+                return ops.sign(x) * (l1 * upstream) + x * (
+                    (2.0 * l2) * upstream
+                )
+
+            return value, gradient
+
+        return _with_gradient(value_and_gradient, x)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ExpAbs(_Penalty):
+    """Exponential penalty: `strength * sum(exp(|w| / scale) - 1)`.
+
+    Near zero it behaves like `|w| + w**2 / 2` (in units of `scale`): the same
+    kink as L1, so it also favours zeros, but less strongly than L1 of the same
+    strength relative to the rest; far from zero it grows faster than any
+    polynomial, so a large weight is punished much harder than under L2.
+
+    Safe range. The formula is applied exactly while `|w| / scale <= c`,
+    with `c = 40` (`c = 10` for float16 weights, whose largest value is
+    65504). Beyond it the penalty of a weight continues with the same value
+    and slope but grows only logarithmically:
+    `exp(c) * (1 + log(1 + |w| / scale - c)) - 1`. The penalty and its
+    gradient are therefore finite for every finite weight in float16,
+    bfloat16, float32 and float64; the gradient's magnitude never exceeds
+    `strength * exp(c) / scale`. A naive `exp` would overflow at `|w|` of
+    about 88.7 in float32 and 11.1 in float16, turning the loss into `inf`
+    and the gradient into `nan`. Half-precision weights are penalised in
+    float32.
+
+    Args:
+        strength: non-negative float, the factor in front of the sum.
+        scale: positive float (at least 1.2e-38, float32's smallest normal
+            number), the weight magnitude that counts as one unit.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(ExpAbs(strength=1.0)(np.array([0.0, 1.0, -1.0])))  # 2 (e - 1)
+    3.4365636569180902
+    >>> value = ExpAbs(strength=1.0)(np.array([1000.0], dtype="float32"))
+    >>> bool(np.isfinite(keras.ops.convert_to_numpy(value)))
+    True
+    """
+
+    _config_keys = ("strength", "scale")
+
+    def __init__(self, strength=0.01, scale=1.0):
+        self.strength = _validation.non_negative_float("strength", strength)
+        self.scale = _validation.positive_float("scale", scale)
+        if self.scale < _FLOAT32_TINY:
+            raise ValueError(
+                "Invalid value received for argument `scale`. Expected a "
+                "positive float of at least 1.2e-38 (float32's smallest "
+                f"normal number). Received: scale={scale!r}"
+            )
+
+    @staticmethod
+    def exact_limit(dtype):
+        """The `|w| / scale` up to which the formula is applied exactly.
+
+        Args:
+            dtype: the weights' dtype, as a string or a backend dtype.
+
+        Returns:
+            10.0 for float16 weights, 40.0 otherwise.
+        """
+        if keras.backend.standardize_dtype(dtype) == "float16":
+            return 10.0
+        return 40.0
+
+    def __call__(self, x):
+        x = _read(x)
+        limit = self.exact_limit(x.dtype)
+        x = _penalty_input(x)
+        strength, inverse_scale = self.strength, 1.0 / self.scale
+        slope_at_limit = math.exp(limit)
+
+        def value_and_gradient(x):
+            u = ops.abs(x)
+            if inverse_scale != 1.0:
+                u = ops.minimum(u * inverse_scale, _FLOAT32_MAX)
+            excess = ops.relu(u - limit)
+            exponential = ops.exp(u - excess)  # exp(min(u, limit))
+            value = strength * (
+                ops.sum(ops.expm1(u - excess))
+                + slope_at_limit * ops.sum(ops.log1p(excess))
+            )
+
+            def gradient(upstream):
+                slope = exponential / (1.0 + excess)
+                return ops.sign(x) * slope * (
+                    (strength * inverse_scale) * upstream
+                )
+
+            return value, gradient
+
+        return _with_gradient(value_and_gradient, x)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GroupLasso(_Penalty):
+    """Group lasso: `strength * sum_g sqrt(|g|) * ||w_g||_2`.
+
+    The weights are cut into groups along `axis`: group `g` is the slice
+    `w[..., g, ...]` at one index of that axis, and `|g|` its number of
+    elements (Yuan and Lin, 2006). With the default `axis=-1` the groups are a
+    Dense kernel's output units and a convolution kernel's filters, so the
+    penalty switches off whole neurons and filters; `axis=0` on a Dense kernel
+    groups its input features instead (feature selection). `axis` may also be
+    a tuple: then each group is one index of all those axes. The gradient is
+    `strength * sqrt(|g|) * w_g / ||w_g||`, and 0 for an all-zero group.
+
+    Args:
+        strength: non-negative float, the factor in front of the sum.
+        axis: int or tuple of ints, the axis (or axes) that index the groups.
+
+    Example:
+
+    >>> import numpy as np
+    >>> kernel = np.array([[3.0, 0.0], [4.0, 0.0]])  # unit 0 has norm 5
+    >>> float(GroupLasso(strength=1.0, axis=-1)(kernel))  # sqrt(2) * 5
+    7.0710678118654755
+    """
+
+    _config_keys = ("strength", "axis")
+
+    def __init__(self, strength=0.01, axis=-1):
+        self.strength = _validation.non_negative_float("strength", strength)
+        self.axis = _validation.axis("axis", axis)
+
+    def _reduction_axes(self, ndim):
+        group_axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        normalized = []
+        for axis in group_axes:
+            if not -ndim <= axis < ndim:
+                raise ValueError(
+                    f"GroupLasso(axis={self.axis!r}) cannot group a weight of "
+                    f"rank {ndim}: axis {axis} is out of range."
+                )
+            normalized.append(axis % ndim)
+        if len(set(normalized)) != len(normalized):
+            raise ValueError(
+                f"GroupLasso(axis={self.axis!r}) names the same axis twice "
+                f"for a weight of rank {ndim}."
+            )
+        return tuple(i for i in range(ndim) if i not in normalized)
+
+    def __call__(self, x):
+        x = _penalty_input(x)
+        reduction_axes = self._reduction_axes(len(x.shape))
+        group_size = math.prod(x.shape[i] for i in reduction_axes)
+        weight = self.strength * math.sqrt(group_size)
+
+        def value_and_gradient(x):
+            if reduction_axes:
+                squares = ops.sum(
+                    ops.square(x), axis=reduction_axes, keepdims=True
+                )
+            else:
+                squares = ops.square(x)
+            nonzero = squares > 0
+            # sqrt is evaluated on 1 where the group is all zero, so neither
+            # the value nor the gradient ever sees 0 / 0.
+            norms = ops.sqrt(ops.where(nonzero, squares, 1.0))
+            value = weight * ops.sum(ops.where(nonzero, norms, 0.0))
+
+            def gradient(upstream):
+                scale = ops.where(nonzero, (weight * upstream) / norms, 0.0)
+                return x * scale
+
+            return value, gradient
+
+        return _with_gradient(value_and_gradient, x)
+
+
+_BY_NAME = {
+    "l1": L1,
+    "l2": L2,
+    "elastic_net": ElasticNet,
+    "exp_abs": ExpAbs,
+    "group_lasso": GroupLasso,
+}
+
+
+def serialize(regularizer):
+    """Returns the config dict Keras saves for `regularizer`."""
+    return keras.saving.serialize_keras_object(regularizer)
+
+
+def get(identifier):
+    """Resolves a regularizer from a name, a config dict or an instance.
+
+    Args:
+        identifier: one of
+            - `None` (no penalty), returned as is;
+            - a `keras.regularizers.Regularizer` instance (ours or not),
+              returned as is;
+            - a name: `"l1"`, `"l2"`, `"elastic_net"`, `"exp_abs"` or
+              `"group_lasso"`, giving that class with its default arguments;
+            - a config dict, as written by `serialize` or saved by Keras, or
+              `{"class_name": <one of the names above>, "config": {...}}`.
+
+    Returns:
+        A `keras.regularizers.Regularizer`, or `None`.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+        TypeError: for anything else.
+
+    Example:
+
+    >>> get("elastic_net")
+    ElasticNet(l1=0.01, l2=0.01)
+    >>> get({"class_name": "l2", "config": {"l2": 0.001}})
+    L2(l2=0.001)
+    >>> get(serialize(ExpAbs(0.5)))
+    ExpAbs(strength=0.5, scale=1.0)
+    """
+    if identifier is None or isinstance(
+        identifier, keras.regularizers.Regularizer
+    ):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in _BY_NAME:
+            raise ValueError(
+                f"Unknown regularizer name: {identifier!r}. Valid names: "
+                f"{', '.join(repr(name) for name in _BY_NAME)}."
+            )
+        return _BY_NAME[identifier]()
+    if isinstance(identifier, dict):
+        class_name = identifier.get("class_name")
+        if class_name in _BY_NAME:
+            return _BY_NAME[class_name].from_config(
+                identifier.get("config", {})
+            )
+        regularizer = keras.saving.deserialize_keras_object(identifier)
+        if not isinstance(regularizer, keras.regularizers.Regularizer):
+            raise TypeError(
+                "Invalid value received for argument `identifier`. Expected "
+                "the config of a regularizer. Received: "
+                f"identifier={identifier!r}"
+            )
+        return regularizer
+    raise TypeError(
+        "Invalid value received for argument `identifier`. Expected None, a "
+        "regularizer instance, a name or a config dict. Received: "
+        f"identifier={identifier!r}"
+    )
