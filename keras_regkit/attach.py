@@ -26,14 +26,15 @@ class _Unchanged:
 UNCHANGED = _Unchanged()
 """Default of `regularize`'s penalty arguments: leave that weight alone."""
 
-# role -> (layer attribute saved in the config, variable name)
+# role -> (layer attribute saved in the config, variable names to look for)
 _ROLES = {
-    "kernel": ("kernel_regularizer", "kernel"),
-    "bias": ("bias_regularizer", "bias"),
-    "recurrent": ("recurrent_regularizer", "recurrent_kernel"),
-    "embeddings": ("embeddings_regularizer", "embeddings"),
-    "depthwise": ("depthwise_regularizer", "depthwise_kernel"),
-    "pointwise": ("pointwise_regularizer", "pointwise_kernel"),
+    "kernel": ("kernel_regularizer", ("kernel",)),
+    "bias": ("bias_regularizer", ("bias",)),
+    "recurrent": ("recurrent_regularizer", ("recurrent_kernel",)),
+    "embeddings": ("embeddings_regularizer", ("embeddings",)),
+    # SeparableConv names it "depthwise_kernel"; DepthwiseConv plain "kernel".
+    "depthwise": ("depthwise_regularizer", ("depthwise_kernel", "kernel")),
+    "pointwise": ("pointwise_regularizer", ("pointwise_kernel",)),
 }
 # Roles that `kernel=` also covers unless they are given their own penalty:
 # they are the kernels of depthwise and separable convolutions.
@@ -51,17 +52,26 @@ def _roles_of(layer):
 
 
 def _variable(layer, role):
-    """The layer's variable for `role`, or `None` while it is unbuilt."""
-    name = _ROLES[role][1]
-    candidate = getattr(layer, name, None)
-    if isinstance(candidate, keras.Variable):
-        return candidate
-    # Layers whose property returns a computed tensor (LoRA, quantization)
-    # still own the underlying variable under the same name.
-    for variable in layer.weights:
-        if variable.name == name:
-            return variable
+    """The layer's variable for `role`, or `None` when it has none (yet)."""
+    for name in _ROLES[role][1]:
+        candidate = getattr(layer, name, None)
+        if isinstance(candidate, keras.Variable):
+            return candidate
+        # Layers whose property returns a computed tensor (LoRA, quantization)
+        # still own the underlying variable under the same name.
+        for variable in layer.weights:
+            if variable.name == name:
+                return variable
     return None
+
+
+def _may_hold(layer, role):
+    """Whether `layer` has a weight for `role`, or may get one when built.
+
+    A built layer that keeps the attribute but has no such weight (a `Dense`
+    with `use_bias=False`) does not count.
+    """
+    return not layer.built or _variable(layer, role) is not None
 
 
 def _resolve(name, identifier):
@@ -101,7 +111,16 @@ def _role_penalties(kernel, bias, recurrent, embeddings, depthwise, pointwise):
 
 def _rule_penalties(selector, spec):
     """`_role_penalties` for one rule's value."""
-    if isinstance(spec, dict) and spec and set(spec) <= set(_ROLES):
+    # A dict without "class_name" is not a regularizer's config but a dict of
+    # roles; a misspelt role must not be reported as an unreadable config.
+    if isinstance(spec, dict) and "class_name" not in spec:
+        if not spec or not set(spec) <= set(_ROLES):
+            raise ValueError(
+                f"Invalid value received for argument `rules[{selector!r}]`. "
+                "Expected a penalty, or a non-empty dict from roles ("
+                f"{', '.join(repr(role) for role in _ROLES)}) to penalties. "
+                f"Received: rules[{selector!r}]={spec!r}"
+            )
         return _role_penalties(
             **{role: spec.get(role, UNCHANGED) for role in _ROLES}
         )
@@ -253,18 +272,28 @@ def regularize(
     for index, selector in enumerate(selector_list):
         if not any(i == index for _, _, i in matched):
             argument = "rules" if rules is not None else "layers"
+            if selectors.select(model, selector):
+                what = "only layers that an earlier rule already chooses"
+            else:
+                what = "no layer"
             raise ValueError(
                 f"The selector {selector!r} (argument `{argument}`) matches "
-                f"no layer. Layers available: {_available(model)}"
+                f"{what}. Layers available: {_available(model)}"
             )
 
-    frozen = []
+    # Everything is checked before the first change, so that an error leaves
+    # the model as it was.
+    assignments = []
+    # The roles that reach a weight; a depthwise or pointwise kernel that
+    # takes its penalty from `kernel=` counts as "kernel".
     assigned_roles = set()
     for _, layer, index in matched:
         for role in _roles_of(layer):
             if role in plans[index]:
-                _assign(layer, role, plans[index][role], frozen)
-                assigned_roles.add(role)
+                assignments.append((layer, role, plans[index][role]))
+                if _may_hold(layer, role):
+                    given = role in explicit[index]
+                    assigned_roles.add(role if given else "kernel")
     missing = set().union(*explicit) - assigned_roles
     if missing:
         raise ValueError(
@@ -272,6 +301,9 @@ def regularize(
             f"{', '.join(repr(role) for role in sorted(missing))}. "
             f"Layers available: {_available(model)}"
         )
+    frozen = []
+    for layer, role, penalty in assignments:
+        _assign(layer, role, penalty, frozen)
     if frozen:
         warnings.warn(
             "Penalties were set on frozen (non-trainable) weights, which "

@@ -376,10 +376,12 @@ class ExpAbs(_Penalty):
             u = ops.abs(x)
             if inverse_scale != 1.0:
                 u = ops.minimum(u * inverse_scale, _FLOAT32_MAX)
+            # Not `u - excess`: for huge u that difference rounds to 0.
+            exact_part = ops.minimum(u, limit)
             excess = ops.relu(u - limit)
-            exponential = ops.exp(u - excess)  # exp(min(u, limit))
+            exponential = ops.exp(exact_part)
             value = strength * (
-                ops.sum(ops.expm1(u - excess))
+                ops.sum(ops.expm1(exact_part))
                 + slope_at_limit * ops.sum(ops.log1p(excess))
             )
 

@@ -112,7 +112,9 @@ def check_selector(selector, name="layers"):
         )
         if isinstance(item, str) or is_layer_class:
             continue
-        if callable(item) and not inspect.isclass(item):
+        # Layer instances are callable too, but are not predicates.
+        is_layer = isinstance(item, keras.layers.Layer)
+        if callable(item) and not inspect.isclass(item) and not is_layer:
             continue
         raise TypeError(
             f"Invalid value received for argument `{name}`. Expected a layer "
