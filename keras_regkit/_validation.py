@@ -30,7 +30,7 @@ def _as_real(name, value, expected):
                 + f" (shape {value.shape})"
             )
         value = value[()]
-    if not isinstance(value, numbers.Real) or isinstance(value, np.bool_):
+    if not isinstance(value, numbers.Real):
         raise TypeError(_invalid(name, expected, value))
     if isinstance(value, np.floating) and value.dtype.itemsize < 8:
         # np.float32(0.01) means 0.01: keep the decimal the user wrote rather

@@ -74,31 +74,21 @@ def _may_hold(layer, role):
     return not layer.built or _variable(layer, role) is not None
 
 
-def _resolve(name, identifier):
-    try:
-        return regularizers.get(identifier)
-    except (TypeError, ValueError) as error:
-        raise type(error)(
-            f"Invalid value received for argument `{name}`. {error}"
-        ) from None
-
-
-def _role_penalties(kernel, bias, recurrent, embeddings, depthwise, pointwise):
+def _role_penalties(given, argument=None):
     """Maps each role to the penalty to set, resolving identifiers.
+
+    Args:
+        given: dict from role to identifier, `UNCHANGED` for roles to leave.
+        argument: how error messages name the dict (`"rules['*']"`); `None`
+            names each role as its own argument.
 
     Returns the mapping and the set of roles given explicitly (`kernel=` also
     covers the depthwise and pointwise kernels, implicitly).
     """
-    given = {
-        "kernel": kernel,
-        "bias": bias,
-        "recurrent": recurrent,
-        "embeddings": embeddings,
-        "depthwise": depthwise,
-        "pointwise": pointwise,
-    }
     chosen = {
-        role: _resolve(role, value)
+        role: regularizers.resolve(
+            value, role if argument is None else f"{argument}[{role!r}]"
+        )
         for role, value in given.items()
         if value is not UNCHANGED
     }
@@ -111,22 +101,93 @@ def _role_penalties(kernel, bias, recurrent, embeddings, depthwise, pointwise):
 
 def _rule_penalties(selector, spec):
     """`_role_penalties` for one rule's value."""
+    argument = f"rules[{selector!r}]"
     # A dict without "class_name" is not a regularizer's config but a dict of
     # roles; a misspelt role must not be reported as an unreadable config.
     if isinstance(spec, dict) and "class_name" not in spec:
         if not spec or not set(spec) <= set(_ROLES):
             raise ValueError(
-                f"Invalid value received for argument `rules[{selector!r}]`. "
-                "Expected a penalty, or a non-empty dict from roles ("
+                f"Invalid value received for argument `{argument}`. Expected "
+                "a penalty, or a non-empty dict from roles ("
                 f"{', '.join(repr(role) for role in _ROLES)}) to penalties. "
-                f"Received: rules[{selector!r}]={spec!r}"
+                f"Received: {argument}={spec!r}"
             )
-        return _role_penalties(
-            **{role: spec.get(role, UNCHANGED) for role in _ROLES}
+        return _role_penalties(spec, argument)
+    return _role_penalties({"kernel": regularizers.resolve(spec, argument)})
+
+
+def _parse(role_arguments, layers, rules):
+    """Checks `regularize`'s arguments and turns them into a plan.
+
+    Returns `(selectors, plans, explicit)`: an ordered list of selectors, and
+    for each, the penalty of each role and the set of roles given explicitly.
+    """
+    if rules is None:
+        chosen, given = _role_penalties(role_arguments)
+        if not chosen:
+            raise ValueError(
+                "Nothing to change: pass at least one of `kernel`, `bias`, "
+                "`recurrent`, `embeddings`, `depthwise`, `pointwise` (None "
+                "removes a penalty), or `rules`."
+            )
+        if layers is not None:
+            selectors.check_selector(layers)
+        return ["*" if layers is None else layers], [chosen], [given]
+    if layers is not None or any(
+        value is not UNCHANGED for value in role_arguments.values()
+    ):
+        raise ValueError(
+            "Pass either `rules`, or penalty arguments (`kernel`, `bias`, "
+            "...) with an optional `layers` selector, not both. Received: "
+            f"rules={rules!r}, layers={layers!r}"
         )
-    return _role_penalties(
-        _resolve(f"rules[{selector!r}]", spec), *[UNCHANGED] * 5
-    )
+    if not isinstance(rules, dict):
+        raise TypeError(
+            "Invalid value received for argument `rules`. Expected a dict "
+            f"from selectors to penalties. Received: rules={rules!r}"
+        )
+    if not rules:
+        raise ValueError(
+            "Invalid value received for argument `rules`. Expected at least "
+            "one rule. Received: rules={}"
+        )
+    for selector in rules:
+        selectors.check_selector(selector, name="rules")
+    parsed = [_rule_penalties(key, spec) for key, spec in rules.items()]
+    return list(rules), [p for p, _ in parsed], [e for _, e in parsed]
+
+
+def _check_every_selector_matches(model, selector_list, matched, argument):
+    for index, selector in enumerate(selector_list):
+        if any(i == index for _, _, i in matched):
+            continue
+        if selectors.select(model, selector):
+            what = "only layers that an earlier rule already chooses"
+        else:
+            what = "no layer"
+        raise ValueError(
+            f"The selector {selector!r} (argument `{argument}`) matches "
+            f"{what}. Layers available: {_available(model)}"
+        )
+
+
+def _assignments(matched, plans, explicit):
+    """The `(layer, role, penalty)` changes to make.
+
+    Returns them with the set of roles given explicitly that reach no weight.
+    """
+    changes = []
+    # The roles that reach a weight; a depthwise or pointwise kernel that
+    # takes its penalty from `kernel=` counts as "kernel".
+    reached = set()
+    for _, layer, index in matched:
+        for role in _roles_of(layer):
+            if role not in plans[index]:
+                continue
+            changes.append((layer, role, plans[index][role]))
+            if _may_hold(layer, role):
+                reached.add(role if role in explicit[index] else "kernel")
+    return changes, set().union(*explicit) - reached
 
 
 def _available(model):
@@ -175,8 +236,10 @@ def regularize(
     penalty; arguments left out leave that weight as it is (biases are left
     alone unless asked). After the call the penalties appear in
     `model.losses`, count in the very next `fit` or `evaluate`, and are saved
-    with the model. In a subclassed model that builds its layers in
-    `__init__`, they are not saved: apply them again after loading.
+    with the model. Two cases are not saved, because Keras rebuilds those
+    layers from arguments `regularize` cannot reach: a subclassed model that
+    builds its layers in `__init__`, and the inner projections of
+    `MultiHeadAttention`. Apply the penalties again after loading there.
 
     Penalties are set on trainable and frozen weights alike, but Keras counts
     only trainable ones; a warning says when a chosen weight is frozen.
@@ -233,68 +296,21 @@ def regularize(
     0
     """
     selectors.check_model(model)
-    role_arguments = (kernel, bias, recurrent, embeddings, depthwise, pointwise)
-    if rules is not None:
-        if layers is not None or any(
-            value is not UNCHANGED for value in role_arguments
-        ):
-            raise ValueError(
-                "Pass either `rules`, or penalty arguments (`kernel`, `bias`, "
-                "...) with an optional `layers` selector, not both. Received: "
-                f"rules={rules!r}, layers={layers!r}"
-            )
-        if not isinstance(rules, dict) or not rules:
-            raise TypeError(
-                "Invalid value received for argument `rules`. Expected a "
-                "non-empty dict from selectors to penalties. Received: "
-                f"rules={rules!r}"
-            )
-        for selector in rules:
-            selectors.check_selector(selector, name="rules")
-        plans, explicit = zip(
-            *(_rule_penalties(key, spec) for key, spec in rules.items())
-        )
-        selector_list = list(rules)
-    else:
-        chosen, given = _role_penalties(*role_arguments)
-        if not chosen:
-            raise ValueError(
-                "Nothing to change: pass at least one of `kernel`, `bias`, "
-                "`recurrent`, `embeddings`, `depthwise`, `pointwise` (None "
-                "removes a penalty), or `rules`."
-            )
-        if layers is not None:
-            selectors.check_selector(layers)
-        plans, explicit = [chosen], [given]
-        selector_list = ["*" if layers is None else layers]
-
+    role_arguments = {
+        "kernel": kernel,
+        "bias": bias,
+        "recurrent": recurrent,
+        "embeddings": embeddings,
+        "depthwise": depthwise,
+        "pointwise": pointwise,
+    }
+    selector_list, plans, explicit = _parse(role_arguments, layers, rules)
     matched = selectors.first_match(selector_list, model)
-    for index, selector in enumerate(selector_list):
-        if not any(i == index for _, _, i in matched):
-            argument = "rules" if rules is not None else "layers"
-            if selectors.select(model, selector):
-                what = "only layers that an earlier rule already chooses"
-            else:
-                what = "no layer"
-            raise ValueError(
-                f"The selector {selector!r} (argument `{argument}`) matches "
-                f"{what}. Layers available: {_available(model)}"
-            )
-
+    argument = "layers" if rules is None else "rules"
+    _check_every_selector_matches(model, selector_list, matched, argument)
     # Everything is checked before the first change, so that an error leaves
     # the model as it was.
-    assignments = []
-    # The roles that reach a weight; a depthwise or pointwise kernel that
-    # takes its penalty from `kernel=` counts as "kernel".
-    assigned_roles = set()
-    for _, layer, index in matched:
-        for role in _roles_of(layer):
-            if role in plans[index]:
-                assignments.append((layer, role, plans[index][role]))
-                if _may_hold(layer, role):
-                    given = role in explicit[index]
-                    assigned_roles.add(role if given else "kernel")
-    missing = set().union(*explicit) - assigned_roles
+    changes, missing = _assignments(matched, plans, explicit)
     if missing:
         raise ValueError(
             "No chosen layer holds a weight of the kind "
@@ -302,7 +318,7 @@ def regularize(
             f"Layers available: {_available(model)}"
         )
     frozen = []
-    for layer, role, penalty in assignments:
+    for layer, role, penalty in changes:
         _assign(layer, role, penalty, frozen)
     if frozen:
         warnings.warn(

@@ -23,12 +23,11 @@ import math
 import keras
 from keras import ops
 
-from keras_regkit import _validation
+from keras_regkit import _kernels, _validation
 
 _PACKAGE = "keras_regkit"
 _HALF_PRECISION = ("float16", "bfloat16")
-_FLOAT32_MAX = float(3.4028234663852886e38)
-_FLOAT32_TINY = float(1.1754943508222875e-38)
+_FLOAT32_TINY = 1.1754943508222875e-38
 
 
 def _read(x):
@@ -50,17 +49,6 @@ def _penalty_input(x):
     if dtype in _HALF_PRECISION or not keras.backend.is_float_dtype(dtype):
         x = ops.cast(x, "float32")
     return x
-
-
-def _sum_of_squares(x):
-    """`sum(x**2)` in one pass where the backend has a fused kernel for it."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        # l2_loss is sum(x**2) / 2 in one fused, multi-threaded reduction;
-        # the factor 2 is exact in floating point.
-        return 2.0 * tf.nn.l2_loss(x)
-    return ops.sum(ops.square(x))
 
 
 def _with_gradient(value_and_gradient, x):
@@ -148,8 +136,8 @@ class L1(_Penalty):
         l1 = self.l1
 
         def value_and_gradient(x):
-            value = l1 * ops.sum(ops.abs(x))
-            return value, lambda upstream: ops.sign(x) * (l1 * upstream)
+            value = l1 * _kernels.sum_of_magnitudes(x)
+            return value, lambda upstream: _kernels.sign_times(x, l1 * upstream)
 
         return _with_gradient(value_and_gradient, x)
 
@@ -232,7 +220,7 @@ class L2(_Penalty):
         l2 = self.l2
 
         def value_and_gradient(x):
-            value = l2 * _sum_of_squares(x)
+            value = l2 * _kernels.sum_of_squares(x)
             return value, lambda upstream: x * ((2.0 * l2) * upstream)
 
         return _with_gradient(value_and_gradient, x)
@@ -291,11 +279,13 @@ class ElasticNet(_Penalty):
         l1, l2 = self.l1, self.l2
 
         def value_and_gradient(x):
-            value = l1 * ops.sum(ops.abs(x)) + l2 * _sum_of_squares(x)
+            value = l1 * _kernels.sum_of_magnitudes(x) + (
+                l2 * _kernels.sum_of_squares(x)
+            )
 
             def gradient(upstream):
-                return ops.sign(x) * (l1 * upstream) + x * (
-                    (2.0 * l2) * upstream
+                return _kernels.elastic_net_gradient(
+                    x, l1 * upstream, (2.0 * l2) * upstream
                 )
 
             return value, gradient
@@ -370,25 +360,14 @@ class ExpAbs(_Penalty):
         limit = self.exact_limit(x.dtype)
         x = _penalty_input(x)
         strength, inverse_scale = self.strength, 1.0 / self.scale
-        slope_at_limit = math.exp(limit)
 
         def value_and_gradient(x):
-            u = ops.abs(x)
-            if inverse_scale != 1.0:
-                u = ops.minimum(u * inverse_scale, _FLOAT32_MAX)
-            # Not `u - excess`: for huge u that difference rounds to 0.
-            exact_part = ops.minimum(u, limit)
-            excess = ops.relu(u - limit)
-            exponential = ops.exp(exact_part)
-            value = strength * (
-                ops.sum(ops.expm1(exact_part))
-                + slope_at_limit * ops.sum(ops.log1p(excess))
-            )
+            value = strength * _kernels.exp_abs_sum(x, inverse_scale, limit)
 
             def gradient(upstream):
-                slope = exponential / (1.0 + excess)
-                return ops.sign(x) * slope * (
-                    (strength * inverse_scale) * upstream
+                factor = (strength * inverse_scale) * upstream
+                return _kernels.exp_abs_gradient(
+                    x, inverse_scale, limit, factor
                 )
 
             return value, gradient
@@ -452,9 +431,7 @@ class GroupLasso(_Penalty):
 
         def value_and_gradient(x):
             if reduction_axes:
-                squares = ops.sum(
-                    ops.square(x), axis=reduction_axes, keepdims=True
-                )
+                squares = _kernels.group_sums_of_squares(x, reduction_axes)
             else:
                 squares = ops.square(x)
             nonzero = squares > 0
@@ -515,17 +492,27 @@ def get(identifier):
     >>> get(serialize(ExpAbs(0.5)))
     ExpAbs(strength=0.5, scale=1.0)
     """
+    return resolve(identifier, "identifier")
+
+
+def resolve(identifier, argument):
+    """`get(identifier)`, with errors naming `argument` as the culprit.
+
+    For functions that take a regularizer identifier under another name.
+    """
     if identifier is None or isinstance(
         identifier, keras.regularizers.Regularizer
     ):
         return identifier
+    prefix = f"Invalid value received for argument `{argument}`."
     if isinstance(identifier, str):
         if identifier not in _BY_NAME:
             raise ValueError(
-                f"Unknown regularizer name: {identifier!r}. Valid names: "
-                f"{', '.join(repr(name) for name in _BY_NAME)}."
+                f"{prefix} Unknown regularizer name: {identifier!r}. Valid "
+                f"names: {', '.join(repr(name) for name in _BY_NAME)}."
             )
         return _BY_NAME[identifier]()
+    expected = "None, a regularizer instance, a name or a config dict"
     if isinstance(identifier, dict):
         class_name = identifier.get("class_name")
         if class_name in _BY_NAME:
@@ -533,15 +520,9 @@ def get(identifier):
                 identifier.get("config", {})
             )
         regularizer = keras.saving.deserialize_keras_object(identifier)
-        if not isinstance(regularizer, keras.regularizers.Regularizer):
-            raise TypeError(
-                "Invalid value received for argument `identifier`. Expected "
-                "the config of a regularizer. Received: "
-                f"identifier={identifier!r}"
-            )
-        return regularizer
+        if isinstance(regularizer, keras.regularizers.Regularizer):
+            return regularizer
+        expected = "the config of a regularizer"
     raise TypeError(
-        "Invalid value received for argument `identifier`. Expected None, a "
-        "regularizer instance, a name or a config dict. Received: "
-        f"identifier={identifier!r}"
+        f"{prefix} Expected {expected}. Received: {argument}={identifier!r}"
     )

@@ -38,17 +38,34 @@ def _weights(model):
     return [np.array(w, copy=True) for w in model.get_weights()]
 
 
+def _assert_penalties(found, expected):
+    """`penalties()` output equals `expected`, keys in order, up to rounding."""
+    assert list(found) == list(expected)
+    for path, weights in expected.items():
+        assert list(found[path]) == list(weights), path
+        for name, value in weights.items():
+            assert isinstance(found[path][name], float)
+            np.testing.assert_allclose(found[path][name], value, rtol=1e-6)
+
+
 def _config_text(model):
     return json.dumps(keras.saving.serialize_keras_object(model))
+
+
+def _dense(units, name):
+    # Non-zero biases, so that a bias penalty is not trivially 0.
+    return keras.layers.Dense(
+        units, bias_initializer="glorot_uniform", name=name
+    )
 
 
 def _mlp():
     return keras.Sequential(
         [
             keras.Input((3,)),
-            keras.layers.Dense(4, name="dense_in"),
-            keras.layers.Dense(4, name="dense_hidden"),
-            keras.layers.Dense(1, name="dense_out"),
+            _dense(4, "dense_in"),
+            _dense(4, "dense_hidden"),
+            _dense(1, "dense_out"),
         ],
         name="mlp",
     )
@@ -63,9 +80,9 @@ def _sequential():
 
 def _functional():
     inputs = keras.Input((3,))
-    hidden = keras.layers.Dense(4, name="dense_in")(inputs)
-    hidden = keras.layers.Dense(4, name="dense_hidden")(hidden)
-    outputs = keras.layers.Dense(1, name="dense_out")(hidden)
+    hidden = _dense(4, "dense_in")(inputs)
+    hidden = _dense(4, "dense_hidden")(hidden)
+    outputs = _dense(1, "dense_out")(hidden)
     return keras.Model(inputs, outputs, name="functional")
 
 
@@ -74,7 +91,7 @@ class _Block(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(4, name="dense_hidden")
+        self.dense = _dense(4, "dense_hidden")
 
     def call(self, inputs):
         return self.dense(inputs)
@@ -83,9 +100,9 @@ class _Block(keras.layers.Layer):
 class _Subclassed(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.dense_in = keras.layers.Dense(4, name="dense_in")
+        self.dense_in = _dense(4, "dense_in")
         self.block = _Block(name="block")
-        self.dense_out = keras.layers.Dense(1, name="dense_out")
+        self.dense_out = _dense(1, "dense_out")
 
     def call(self, inputs):
         return self.dense_out(self.block(self.dense_in(inputs)))
@@ -101,23 +118,23 @@ def _sequential_in_functional():
     encoder = keras.Sequential(
         [
             keras.Input((3,)),
-            keras.layers.Dense(4, name="dense_in"),
-            keras.layers.Dense(4, name="dense_hidden"),
+            _dense(4, "dense_in"),
+            _dense(4, "dense_hidden"),
         ],
         name="encoder",
     )
     inputs = keras.Input((3,))
-    outputs = keras.layers.Dense(1, name="dense_out")(encoder(inputs))
+    outputs = _dense(1, "dense_out")(encoder(inputs))
     return keras.Model(inputs, outputs, name="outer")
 
 
 def _functional_in_sequential():
     inputs = keras.Input((3,))
-    hidden = keras.layers.Dense(4, name="dense_in")(inputs)
-    hidden = keras.layers.Dense(4, name="dense_hidden")(hidden)
+    hidden = _dense(4, "dense_in")(inputs)
+    hidden = _dense(4, "dense_hidden")(hidden)
     encoder = keras.Model(inputs, hidden, name="encoder")
     return keras.Sequential(
-        [keras.Input((3,)), encoder, keras.layers.Dense(1, name="dense_out")],
+        [keras.Input((3,)), encoder, _dense(1, "dense_out")],
         name="outer",
     )
 
@@ -231,8 +248,8 @@ def _conv_mlp():
             keras.Input((6, 2)),
             keras.layers.Conv1D(2, 3, name="conv"),
             keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(4, name="dense_in"),
-            keras.layers.Dense(1, name="dense_out"),
+            _dense(4, "dense_in"),
+            _dense(1, "dense_out"),
         ]
     )
 
@@ -314,13 +331,15 @@ def test_rule_value_may_be_a_dict_of_roles():
         layer = model.get_layer(name)
         assert layer.kernel.regularizer is None
         assert layer.bias.regularizer == L1(0.3)
-    found = penalties(model)
-    assert found["dense_in"] == {
-        "bias": pytest.approx(
-            _l1(0.3)(_numpy(model.get_layer("dense_in").bias)), rel=1e-6
-        )
+    expected = {
+        name: {"bias": _l1(0.3)(_numpy(model.get_layer(name).bias))}
+        for name in ("dense_in", "dense_hidden")
     }
-    assert set(found["dense_out"]) == {"kernel", "bias"}
+    expected["dense_out"] = {
+        "kernel": _l1(0.1)(_numpy(out.kernel)),
+        "bias": _l2(0.2)(_numpy(out.bias)),
+    }
+    _assert_penalties(penalties(model), expected)
 
 
 def test_rules_changing_a_penalty_replaces_it():
@@ -439,9 +458,7 @@ def test_kernel_covers_depthwise_and_pointwise_kernels():
         "depthwise": {"kernel": _l1(0.3)(_numpy(depthwise.kernel))},
         "conv": {"kernel": _l1(0.3)(_numpy(conv.kernel))},
     }
-    assert penalties(model) == pytest.approx(expected, rel=1e-6) or (
-        _compare_nested(penalties(model), expected)
-    )
+    _assert_penalties(penalties(model), expected)
     assert separable.depthwise_regularizer == L1(0.3)
     assert separable.pointwise_regularizer == L1(0.3)
     assert depthwise.depthwise_regularizer == L1(0.3)
@@ -450,15 +467,6 @@ def test_kernel_covers_depthwise_and_pointwise_kernels():
         sum(sum(v.values()) for v in expected.values()),
         rtol=1e-6,
     )
-
-
-def _compare_nested(found, expected):
-    assert list(found) == list(expected)
-    for path, weights in expected.items():
-        assert list(found[path]) == list(weights), path
-        for name, value in weights.items():
-            np.testing.assert_allclose(found[path][name], value, rtol=1e-6)
-    return True
 
 
 def test_depthwise_and_pointwise_given_separately_override_kernel():
@@ -473,7 +481,7 @@ def test_depthwise_and_pointwise_given_separately_override_kernel():
     regularize(model, pointwise=L2(0.7))
     assert separable.pointwise_kernel.regularizer == L2(0.7)
     assert separable.depthwise_kernel.regularizer == L2(0.5)
-    _compare_nested(
+    _assert_penalties(
         penalties(model),
         {
             "separable": {
@@ -514,13 +522,13 @@ def test_model_kinds(kind):
     found = penalties(model)
     assert list(found) == list(paths)
     first = _layer(model, paths[0])
-    _compare_nested(
+    _assert_penalties(
         {paths[0]: found[paths[0]]},
         {paths[0]: {"kernel": _l1(0.5)(_numpy(first.kernel))}},
     )
     for path in paths[1:]:
         layer = _layer(model, path)
-        _compare_nested(
+        _assert_penalties(
             {path: found[path]},
             {
                 path: {
@@ -541,11 +549,26 @@ def test_model_kinds(kind):
 def test_unbuilt_model_gets_the_penalty_when_built():
     model = keras.Sequential(
         [
-            keras.layers.Dense(4, name="dense_in"),
-            keras.layers.Dense(1, name="dense_out"),
+            _dense(4, "dense_in"),
+            _dense(1, "dense_out"),
         ]
     )
-    regularize(model, rules={"dense_in": L1(0.5), "*": L2(0.25)}, bias=None)
+    assert not model.built
+    regularize(model, rules={"dense_in": L1(0.5), "*": L2(0.25)})
+    assert model.get_layer("dense_in").kernel_regularizer == L1(0.5)
+    model.build((None, 3))
+    dense_in, dense_out = (
+        model.get_layer("dense_in"),
+        model.get_layer("dense_out"),
+    )
+    _assert_penalties(
+        penalties(model),
+        {
+            "dense_in": {"kernel": _l1(0.5)(_numpy(dense_in.kernel))},
+            "dense_out": {"kernel": _l2(0.25)(_numpy(dense_out.kernel))},
+        },
+    )
+    assert len(model.losses) == 2
 
 
 @pytest.mark.parametrize(
@@ -671,4 +694,152 @@ def test_penalties_is_empty_without_penalties():
 
 def test_penalties_nested_paths_match_losses():
     model = _sequential_in_functional()
-    regularize(model, rules={"encoder": L1(0.2), "*": L2(0.3)}, bias=None)
+    regularize(model, rules={"encoder": L1(0.2), "*": L2(0.3)})
+    regularize(model, bias=L2(0.1), layers="dense_in")
+    dense_in = _layer(model, "encoder/dense_in")
+    hidden = _layer(model, "encoder/dense_hidden")
+    out = model.get_layer("dense_out")
+    expected = {
+        "encoder/dense_in": {
+            "kernel": _l1(0.2)(_numpy(dense_in.kernel)),
+            "bias": _l2(0.1)(_numpy(dense_in.bias)),
+        },
+        "encoder/dense_hidden": {"kernel": _l1(0.2)(_numpy(hidden.kernel))},
+        "dense_out": {"kernel": _l2(0.3)(_numpy(out.kernel))},
+    }
+    found = penalties(model)
+    _assert_penalties(found, expected)
+    np.testing.assert_allclose(
+        _losses_sum(model),
+        sum(sum(v.values()) for v in found.values()),
+        rtol=1e-6,
+    )
+
+
+def test_penalties_of_a_single_layer():
+    layer = keras.layers.Dense(
+        2, kernel_initializer="ones", kernel_regularizer=L1(0.5), name="d"
+    )
+    layer.build((3,))
+    assert penalties(layer) == {"d": {"kernel": 3.0}}
+
+
+def test_penalties_credits_a_shared_layer_once():
+    shared = keras.layers.Dense(3, name="shared")
+    inputs = keras.Input((3,))
+    outputs = shared(shared(inputs))
+    model = keras.Model(inputs, outputs)
+    regularize(model, kernel=L1(0.5))
+    kernel = _numpy(shared.kernel)
+    _assert_penalties(
+        penalties(model), {"shared": {"kernel": _l1(0.5)(kernel)}}
+    )
+    assert len(model.losses) == 1
+
+
+# --- errors --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"kernel": L2(), "layers": "nope*"},
+            r"'nope\*' \(argument `layers`\) matches no layer\. Layers "
+            r"available: 'dense_in', 'dense_hidden', 'dense_out'",
+        ),
+        (
+            {"rules": {"dense_in": L1(), "decoder": L2()}},
+            r"'decoder' \(argument `rules`\) matches no layer\. Layers "
+            r"available: 'dense_in', 'dense_hidden', 'dense_out'",
+        ),
+        (
+            {"rules": {"dense_*": L1(), "dense_in": L2()}},
+            r"'dense_in' \(argument `rules`\) matches only layers that an "
+            r"earlier rule already chooses",
+        ),
+        (
+            {"kernel": L2(), "layers": lambda layer: False},
+            r"matches no layer",
+        ),
+        ({"recurrent": L2()}, r"kind 'recurrent'\. Layers available"),
+        ({"embeddings": L2()}, r"kind 'embeddings'"),
+        ({"depthwise": L2(), "pointwise": L1()}, r"'depthwise', 'pointwise'"),
+        ({"rules": {"*": {"recurrent": L2()}}}, r"kind 'recurrent'"),
+        ({"rules": {"*": L2()}, "kernel": L1()}, r"either `rules`"),
+        ({"rules": {"*": L2()}, "layers": "dense_in"}, r"either `rules`"),
+        ({}, r"Nothing to change"),
+        ({"layers": "dense_in"}, r"Nothing to change"),
+        ({"kernel": L2(), "layers": []}, r"argument `layers`.*non-empty"),
+        ({"kernel": "l3"}, r"argument `kernel`.*Unknown regularizer name"),
+        ({"bias": "l3"}, r"argument `bias`.*'l1', 'l2'"),
+        (
+            {"rules": {"*": {"kernal": L2()}}},
+            r"argument `rules\['\*'\]`.*roles .*'kernel'.*kernal",
+        ),
+        ({"rules": {"*": {}}}, r"argument `rules\['\*'\]`"),
+        ({"rules": {}}, r"argument `rules`.*at least one rule"),
+        (
+            {"rules": {"*": {"kernel": "l3"}}},
+            r"argument `rules\['\*'\]\['kernel'\]`.*'l3'",
+        ),
+    ],
+)
+def test_value_errors(kwargs, match):
+    model = _mlp()
+    with pytest.raises(ValueError, match=match):
+        regularize(model, **kwargs)
+    assert model.losses == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel": 3}, r"^Invalid value .* `kernel`\. Expected .* kernel=3$"),
+        ({"bias": object()}, r"argument `bias`"),
+        ({"recurrent": L2}, r"argument `recurrent`"),
+        ({"kernel": L2(), "layers": 3}, r"argument `layers`.*layers=3"),
+        ({"kernel": L2(), "layers": int}, r"argument `layers`"),
+        ({"kernel": L2(), "layers": ["dense_in", 3.0]}, r"argument `layers`"),
+        ({"rules": {3: L2()}}, r"argument `rules`.*rules=3"),
+        ({"rules": [("*", L2())]}, r"argument `rules`.*dict"),
+        ({"rules": {"*": 3}}, r"argument `rules\['\*'\]`"),
+    ],
+)
+def test_type_errors(kwargs, match):
+    model = _mlp()
+    with pytest.raises(TypeError, match=match):
+        regularize(model, **kwargs)
+    assert model.losses == []
+
+
+def test_a_layer_instance_is_not_a_selector():
+    model = _mlp()
+    with pytest.raises(TypeError, match=r"argument `layers`.*dense_in"):
+        regularize(model, kernel=L2(), layers=model.get_layer("dense_in"))
+
+
+@pytest.mark.parametrize("function", [regularize, penalties])
+def test_model_must_be_a_layer(function):
+    with pytest.raises(TypeError, match=r"argument `model`.*type list"):
+        function([keras.layers.Dense(1)])
+
+
+def test_missing_bias_weight_is_an_error():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, use_bias=False, name="d")]
+    )
+    with pytest.raises(ValueError, match=r"kind 'bias'.*Layers available: 'd'"):
+        regularize(model, bias=L1())
+    assert model.get_layer("d").bias_regularizer is None
+
+
+def test_an_error_leaves_the_model_unchanged():
+    model = _mlp()
+    model.compile(optimizer="sgd", loss="mse")
+    config = _config_text(model)
+    with pytest.raises(ValueError, match=r"kind 'recurrent'"):
+        regularize(model, kernel=L2(0.5), recurrent=L2(0.5))
+    assert model.losses == []
+    assert _config_text(model) == config
+    assert model.get_layer("dense_in").kernel_regularizer is None

@@ -16,6 +16,7 @@ from keras import ops
 from serialization import (
     assert_config_round_trip,
     assert_loads_in_fresh_process,
+    run_in_fresh_process,
 )
 
 from keras_regkit import regularizers
@@ -423,7 +424,7 @@ def test_from_weight_decay_gives_the_same_sgd_step_as_decoupled_decay():
     _, with_decay = _one_sgd_step(
         None, None, keras.optimizers.SGD(lr, weight_decay=decay), x, y
     )
-    for ours, theirs in zip(with_penalty, with_decay):
+    for ours, theirs in zip(with_penalty, with_decay, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
 
 
@@ -433,9 +434,7 @@ def test_from_course_lambda_gives_the_course_formula_sgd_step():
     x = rng.normal(size=(m, 4)).astype("float32")
     y = rng.normal(size=(m, 1)).astype("float32")
     penalty = L2.from_course_lambda(lam, num_examples=m)
-    before, after = _one_sgd_step(
-        penalty, None, keras.optimizers.SGD(lr), x, y
-    )
+    before, after = _one_sgd_step(penalty, None, keras.optimizers.SGD(lr), x, y)
     w, b = (v.astype("float64") for v in before)
     # J = mean((Xw + b - y)**2) + lambda / (2m) * ||w||^2, by hand.
     residual = x @ w + b - y
@@ -521,3 +520,69 @@ def test_mixed_precision_penalties_are_finite_float32(
     )
     total = sum(float(ops.convert_to_numpy(loss)) for loss in model.losses)
     assert total == pytest.approx(expected, rel=1e-5)
+
+
+# tf.distribute
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_matches_single_device_training():
+    # Logical devices must be configured before TensorFlow starts: run in a
+    # fresh process.
+    output = run_in_fresh_process(
+        """
+        import json
+        import numpy as np
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        import keras
+        import keras_regkit as kr
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 6)).astype("float32")
+        y = rng.normal(size=(64, 1)).astype("float32")
+
+        def train(strategy):
+            with strategy.scope():
+                keras.utils.set_random_seed(0)
+                model = keras.Sequential([
+                    keras.Input((6,)),
+                    keras.layers.Dense(
+                        8, activation="tanh",
+                        kernel_regularizer=kr.ElasticNet(1e-3, 1e-2),
+                        bias_regularizer=kr.L1(1e-2),
+                    ),
+                    keras.layers.Dense(
+                        8, activation="tanh",
+                        kernel_regularizer=kr.GroupLasso(1e-2),
+                    ),
+                    keras.layers.Dense(1, name="head"),
+                ])
+                kr.regularize(model, layers="head", kernel=kr.ExpAbs(1e-2))
+                model.compile(keras.optimizers.SGD(0.05), "mse")
+            history = model.fit(
+                x, y, batch_size=16, epochs=3, shuffle=False, verbose=0
+            )
+            weights = [w.tolist() for w in model.get_weights()]
+            replicas = strategy.num_replicas_in_sync
+            return replicas, history.history["loss"], weights
+
+        devices = ["/cpu:0", "/cpu:1"]
+        print(json.dumps({
+            "single": train(tf.distribute.OneDeviceStrategy("/cpu:0")),
+            "mirrored": train(tf.distribute.MirroredStrategy(devices)),
+        }))
+        """
+    )
+    result = json.loads(output.strip().splitlines()[-1])
+    (one, single_loss, single_weights) = result["single"]
+    (two, mirrored_loss, mirrored_weights) = result["mirrored"]
+    assert (one, two) == (1, 2)
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
+    for ours, reference in zip(mirrored_weights, single_weights, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,163 @@
+"""Bad input for every public constructor and function, in one table.
+
+Each row: what is called, the exception it must raise, and a pattern the
+message must match (the argument's name and the value received).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regkit
+from keras_regkit import selectors
+from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
+
+
+def _model():
+    return keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, name="dense")]
+    )
+
+
+def _bad_numbers(call, name, *, zero_ok=True):
+    """Rows for a numeric argument that must be a finite, >= 0 float."""
+    rows = [
+        (lambda: call(-1.0), ValueError, rf"`{name}`.*Received: {name}=-1\.0"),
+        (lambda: call(float("nan")), ValueError, rf"Received: {name}=nan"),
+        (lambda: call(float("inf")), ValueError, rf"Received: {name}=inf"),
+        (lambda: call(True), TypeError, rf"`{name}`.*Received: {name}=True"),
+        (lambda: call("0.1"), TypeError, rf"Received: {name}='0\.1'"),
+        (lambda: call(None), TypeError, rf"Received: {name}=None"),
+        (lambda: call([0.1]), TypeError, rf"Received: {name}=\[0\.1\]"),
+        (
+            lambda: call(np.array([0.1, 0.2])),
+            ValueError,
+            rf"`{name}`.*not an array.*shape \(2,\)",
+        ),
+    ]
+    if not zero_ok:
+        rows.append((lambda: call(0.0), ValueError, rf"Received: {name}=0\.0"))
+    return rows
+
+
+ROWS = [
+    *_bad_numbers(lambda v: L1(l1=v), "l1"),
+    *_bad_numbers(lambda v: L2(l2=v), "l2"),
+    *_bad_numbers(lambda v: ElasticNet(l1=v), "l1"),
+    *_bad_numbers(lambda v: ElasticNet(l2=v), "l2"),
+    *_bad_numbers(lambda v: ExpAbs(strength=v), "strength"),
+    *_bad_numbers(lambda v: ExpAbs(scale=v), "scale", zero_ok=False),
+    (lambda: ExpAbs(scale=1e-40), ValueError, r"`scale`.*at least 1\.2e-38"),
+    *_bad_numbers(lambda v: GroupLasso(strength=v), "strength"),
+    (lambda: GroupLasso(axis=1.5), TypeError, r"`axis`.*Received: axis=1\.5"),
+    (lambda: GroupLasso(axis=True), TypeError, r"Received: axis=True"),
+    (lambda: GroupLasso(axis="-1"), TypeError, r"Received: axis='-1'"),
+    (lambda: GroupLasso(axis=()), TypeError, r"Received: axis=\(\)"),
+    (lambda: GroupLasso(axis=(0, 0)), ValueError, r"axis=\(0, 0\)"),
+    (lambda: GroupLasso(axis=(0, 1.0)), TypeError, r"axis=\(0, 1\.0\)"),
+    *_bad_numbers(lambda v: ElasticNet.from_ratio(v, 0.5), "alpha"),
+    (
+        lambda: ElasticNet.from_ratio(0.1, 1.5),
+        ValueError,
+        r"`l1_ratio`.*\[0, 1\].*Received: l1_ratio=1\.5",
+    ),
+    (lambda: ElasticNet.from_ratio(0.1, -0.1), ValueError, r"l1_ratio=-0\.1"),
+    (lambda: ElasticNet.from_ratio(0.1, None), TypeError, r"l1_ratio=None"),
+    *_bad_numbers(lambda v: L2.from_weight_decay(v), "weight_decay"),
+    *_bad_numbers(lambda v: L2.from_course_lambda(v, 10), "lambda_"),
+    (
+        lambda: L2.from_course_lambda(0.1, 0),
+        ValueError,
+        r"`num_examples`.*positive integer.*Received: num_examples=0",
+    ),
+    (lambda: L2.from_course_lambda(0.1, 2.5), TypeError, r"num_examples=2\.5"),
+    (lambda: L2.from_course_lambda(0.1, True), TypeError, r"num_examples=True"),
+    (
+        lambda: keras_regkit.regularizers.get("l3"),
+        ValueError,
+        r"`identifier`\. Unknown regularizer name: 'l3'\. "
+        r"Valid names: 'l1', 'l2'",
+    ),
+    (
+        lambda: keras_regkit.regularizers.get(0.01),
+        TypeError,
+        r"`identifier`.*Received: identifier=0\.01",
+    ),
+    (
+        lambda: keras_regkit.regularize("model", kernel=L2()),
+        TypeError,
+        r"`model`.*keras\.Model.*Received: model='model'",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), kernel="l3"),
+        ValueError,
+        r"`kernel`.*Unknown regularizer name: 'l3'",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), kernel=0.01),
+        TypeError,
+        r"`kernel`.*Received: kernel=0\.01",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), bias=[L2()]),
+        TypeError,
+        r"`bias`",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model()),
+        ValueError,
+        r"Nothing to change: pass at least one of `kernel`",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), kernel=L2(), layers=3),
+        TypeError,
+        r"`layers`.*Received: layers=3",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), kernel=L2(), layers=[]),
+        ValueError,
+        r"`layers`.*non-empty.*Received: layers=\[\]",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), kernel=L2(), layers="conv*"),
+        ValueError,
+        r"'conv\*'.*matches no layer\. Layers available: 'dense'",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), rules={"*": L2()}, bias=L1()),
+        ValueError,
+        r"Pass either `rules`, or penalty arguments",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), rules=[("*", L2())]),
+        TypeError,
+        r"`rules`.*dict",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), rules={3: L2()}),
+        TypeError,
+        r"`rules`.*Received: rules=3",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), rules={"*": "lasso"}),
+        ValueError,
+        r"`rules\['\*'\]`.*Unknown regularizer name: 'lasso'",
+    ),
+    (
+        lambda: keras_regkit.penalties(None),
+        TypeError,
+        r"`model`.*Received: model=None",
+    ),
+    (lambda: selectors.walk(3), TypeError, r"`model`.*Received: model=3"),
+    (
+        lambda: selectors.select(_model(), 3.5),
+        TypeError,
+        r"`layers`.*Received: layers=3\.5",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, pattern", ROWS)
+def test_bad_input_raises_a_clear_error(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
