@@ -52,7 +52,10 @@ The backend is Keras's usual environment variable; run once per backend::
 
 It prints a markdown table, the import times and which of the project's
 targets are met. With the defaults (15 rounds of 40 steps) one backend takes
-about three minutes on two CPU cores.
+two to three minutes on two CPU cores. Each round's no-penalty time goes to
+stderr: if those vary by more than about 20%, something else was competing
+for the CPU (PyTorch's busy-waiting threads make it the most sensitive
+backend), and the run is best repeated.
 """
 
 import argparse
@@ -232,6 +235,31 @@ print(middle - start, end - middle)
 """
 
 
+def source_revision():
+    """The git commit of the keras_regkit source, or None outside a checkout.
+
+    "+dirty" is appended when the package has uncommitted changes, so that
+    results can always be traced to the code that produced them.
+    """
+    package_dir = os.path.dirname(os.path.abspath(keras_regkit.__file__))
+
+    def git(*arguments):
+        return subprocess.run(
+            ["git", *arguments],
+            cwd=package_dir,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def backend_version(backend):
     """The version of the package behind the Keras backend."""
     # Every Keras backend is named after the package that implements it.
@@ -351,9 +379,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     backend = keras.backend.backend()
+    revision = source_revision()
     print(
         f"Backend {backend}: {len(VARIANTS)} variants, {args.rounds} rounds "
-        f"of {args.steps} steps",
+        f"of {args.steps} steps, keras_regkit at {revision}",
         file=sys.stderr,
         flush=True,
     )
@@ -366,7 +395,8 @@ def main(argv=None):
 
     print(
         f"\n### {backend} ({args.rounds} rounds x {args.steps} steps of "
-        f"{BATCH_SIZE}, median of per-round ratios)\n"
+        f"{BATCH_SIZE}, median of per-round ratios; keras_regkit "
+        f"{keras_regkit.__version__} at {revision})\n"
     )
     print(markdown_table(rows))
     print(
@@ -386,6 +416,7 @@ def main(argv=None):
                 "python": platform.python_version(),
                 "keras": keras.__version__,
                 "keras_regkit": keras_regkit.__version__,
+                "keras_regkit_revision": revision,
                 backend: backend_version(backend),
                 "numpy": np.__version__,
             },
