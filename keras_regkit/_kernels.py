@@ -1,12 +1,17 @@
 """The arithmetic of the penalties: sums and gradients over weight tensors.
 
-Written with `keras.ops`, so the same code runs on every backend. Functions
-decorated with `_fused` are compiled with XLA on TensorFlow: TensorFlow runs
-each op of a graph as its own CPU kernel that reads and writes a whole tensor,
-so a formula of five elementwise ops costs five passes over the weights
-(measured: `ExpAbs` forward and backward 3.4 ms on a 1024x1024 kernel, 0.9 ms
-fused). JAX already compiles whole train steps with XLA, and PyTorch runs
-eagerly, so there the functions are called as they are.
+Written with `keras.ops`, so the same code runs on every backend, with a
+faster path where a backend needs one:
+
+- TensorFlow runs each op of a graph as its own CPU kernel that reads and
+  writes a whole tensor, so a formula of five elementwise ops costs five
+  passes over the weights. Functions decorated with `_fused` are compiled
+  with XLA there, into one pass (measured on a 1024x1024 kernel: `ExpAbs`
+  forward and backward 3.4 ms unfused, 0.9 ms fused).
+- PyTorch runs eagerly, one kernel per op: reductions that torch can do in
+  one kernel (`vector_norm`, `dot`) are used directly, and gradients are
+  scaled in place.
+- JAX compiles whole train steps with XLA already: the plain formulas.
 """
 
 import math
@@ -14,12 +19,15 @@ import math
 import keras
 from keras import ops
 
-FLOAT32_MAX = 3.4028234663852886e38
+_BACKEND = keras.backend.backend()
+
+EXP_ABS_SATURATION = 1e12
+"""`|w| / scale` beyond which `ExpAbs`'s penalty stops growing."""
 
 
 def _fused(fn):
     """`fn`, compiled into one fused kernel on TensorFlow."""
-    if keras.backend.backend() != "tensorflow":
+    if _BACKEND != "tensorflow":
         return fn
     import tensorflow as tf
 
@@ -28,54 +36,74 @@ def _fused(fn):
 
 def sum_of_squares(x):
     """`sum(x**2)` in one pass."""
-    if keras.backend.backend() == "tensorflow":
+    if _BACKEND == "tensorflow":
         import tensorflow as tf
 
         # l2_loss is sum(x**2) / 2 in one multi-threaded reduction, faster
         # than XLA's on CPU; the factor 2 is exact in floating point.
         return 2.0 * tf.nn.l2_loss(x)
+    if _BACKEND == "torch":
+        flat = x.reshape(-1)
+        return flat.dot(flat)
     return ops.sum(ops.square(x))
 
 
-@_fused
 def sum_of_magnitudes(x):
     """`sum(|x|)` in one pass."""
+    if _BACKEND == "torch":
+        import torch
+
+        return torch.linalg.vector_norm(x, ord=1)
     return ops.sum(ops.abs(x))
 
 
 @_fused
-def sign_times(x, factor):
-    """`sign(x) * factor`: the gradient of `factor * sum(|x|)`."""
+def _sign_times(x, factor):
     return ops.sign(x) * factor
 
 
+def sign_times(x, factor):
+    """`sign(x) * factor`: the gradient of `factor * sum(|x|)`."""
+    if _BACKEND == "torch":
+        return x.sign().mul_(factor)
+    return _sign_times(x, factor)
+
+
 @_fused
-def elastic_net_gradient(x, l1_factor, l2_factor):
-    """`sign(x) * l1_factor + x * l2_factor` in one pass."""
+def _elastic_net_gradient(x, l1_factor, l2_factor):
     return ops.sign(x) * l1_factor + x * l2_factor
 
 
+def elastic_net_gradient(x, l1_factor, l2_factor):
+    """`sign(x) * l1_factor + x * l2_factor` in one pass."""
+    if _BACKEND == "torch":
+        import torch
+
+        return torch.addcmul(x.sign().mul_(l1_factor), x, l2_factor)
+    return _elastic_net_gradient(x, l1_factor, l2_factor)
+
+
 def _units(x, inverse_scale):
-    """`|x| / scale`, saturating at float32's largest value."""
+    """`|x| / scale`, saturated at `EXP_ABS_SATURATION`."""
     magnitude = ops.abs(x)
-    if inverse_scale == 1.0:
-        return magnitude
-    return ops.minimum(magnitude * inverse_scale, FLOAT32_MAX)
+    if inverse_scale != 1.0:
+        magnitude = magnitude * inverse_scale
+    return ops.minimum(magnitude, EXP_ABS_SATURATION)
 
 
 @_fused
 def exp_abs_sum(x, inverse_scale, limit):
-    """`sum(exp(|x|/scale) - 1)`, continued logarithmically past `limit`.
+    """`sum(exp(|x|/scale) - 1)`, continued along its tangent past `limit`.
 
-    Each term is `expm1(u)` for `u = |x|/scale <= limit`, and
-    `exp(limit) * (1 + log1p(u - limit)) - 1` beyond: the same value and
-    slope at `limit`, finite for every finite `x`.
+    Each term is `expm1(u)` for `u = |x|/scale <= limit`, then
+    `expm1(limit) + exp(limit) * (u - limit)`: the same value and slope at
+    `limit`, growing linearly up to `u = EXP_ABS_SATURATION`, flat beyond.
     """
     u = _units(x, inverse_scale)
-    # min(u, limit), not `u - relu(u - limit)`: for huge u that rounds to 0.
-    return ops.sum(ops.expm1(ops.minimum(u, limit))) + math.exp(
-        limit
-    ) * ops.sum(ops.log1p(ops.relu(u - limit)))
+    exact = ops.minimum(u, limit)
+    # `u - exact`, not `relu(u - limit)` recombined with u: for huge u a
+    # difference with u itself rounds to nothing.
+    return ops.sum(ops.expm1(exact) + math.exp(limit) * (u - exact))
 
 
 @_fused
@@ -83,14 +111,33 @@ def exp_abs_gradient(x, inverse_scale, limit, factor):
     """`sign(x) * f'(|x|/scale) * factor`, `f` being one term of the sum.
 
     With `factor = strength / scale * upstream` this is the gradient of
-    `strength * exp_abs_sum(x, ...)`.
+    `strength * exp_abs_sum(x, ...)`; it is 0 where the sum is saturated.
     """
-    u = _units(x, inverse_scale)
-    slope = ops.exp(ops.minimum(u, limit)) / (1.0 + ops.relu(u - limit))
+    magnitude = ops.abs(x)
+    if inverse_scale != 1.0:
+        magnitude = magnitude * inverse_scale
+    slope = ops.where(
+        magnitude < EXP_ABS_SATURATION,
+        ops.exp(ops.minimum(magnitude, limit)),
+        0.0,
+    )
     return ops.sign(x) * slope * factor
 
 
 @_fused
-def group_sums_of_squares(x, axes):
-    """`sum(x**2)` over `axes`, keeping them as size-1 dimensions."""
-    return ops.sum(ops.square(x), axis=axes, keepdims=True)
+def group_norms(x, axes):
+    """The L2 norm of each group of `x` and its inverse (0 for a zero group).
+
+    Groups are the slices of `x` at one index of the axes not in `axes`;
+    `axes` are reduced and kept as size-1 dimensions. The inverse is taken
+    where the norm is positive only, so an all-zero group never gives 0/0.
+    """
+    if axes:
+        squares = ops.sum(ops.square(x), axis=axes, keepdims=True)
+    else:
+        squares = ops.square(x)
+    positive = squares > 0
+    safe = ops.where(positive, squares, 1.0)
+    norms = ops.where(positive, ops.sqrt(safe), 0.0)
+    inverse_norms = ops.where(positive, ops.rsqrt(safe), 0.0)
+    return norms, inverse_norms

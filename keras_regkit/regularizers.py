@@ -302,17 +302,18 @@ class ExpAbs(_Penalty):
     strength relative to the rest; far from zero it grows faster than any
     polynomial, so a large weight is punished much harder than under L2.
 
-    Safe range. The formula is applied exactly while `|w| / scale <= c`,
+    Safe range. The formula is applied exactly while `u = |w| / scale <= c`,
     with `c = 40` (`c = 10` for float16 weights, whose largest value is
-    65504). Beyond it the penalty of a weight continues with the same value
-    and slope but grows only logarithmically:
-    `exp(c) * (1 + log(1 + |w| / scale - c)) - 1`. The penalty and its
-    gradient are therefore finite for every finite weight in float16,
-    bfloat16, float32 and float64; the gradient's magnitude never exceeds
-    `strength * exp(c) / scale`. A naive `exp` would overflow at `|w|` of
-    about 88.7 in float32 and 11.1 in float16, turning the loss into `inf`
-    and the gradient into `nan`. Half-precision weights are penalised in
-    float32.
+    65504). Beyond it the penalty of a weight continues along its tangent,
+    `expm1(c) + exp(c) * (u - c)`, with the constant gradient
+    `strength * exp(c) / scale` (like the Huber loss past its threshold),
+    up to `u = 1e12`, where it stops growing and its gradient is 0. The
+    penalty and its gradient are therefore finite for every finite weight in
+    float16, bfloat16, float32 and float64, and a sum over a billion weights
+    at that ceiling still fits in float32. A naive `exp` would overflow at
+    `|w|` of about 88.7 in float32 and 11.1 in float16, turning the loss into
+    `inf` and the gradient into `nan`. Half-precision weights are penalised
+    in float32.
 
     Args:
         strength: non-negative float, the factor in front of the sum.
@@ -431,19 +432,11 @@ class GroupLasso(_Penalty):
         weight = self.strength * math.sqrt(group_size)
 
         def value_and_gradient(x):
-            if reduction_axes:
-                squares = _kernels.group_sums_of_squares(x, reduction_axes)
-            else:
-                squares = ops.square(x)
-            nonzero = squares > 0
-            # sqrt is evaluated on 1 where the group is all zero, so neither
-            # the value nor the gradient ever sees 0 / 0.
-            norms = ops.sqrt(ops.where(nonzero, squares, 1.0))
-            value = weight * ops.sum(ops.where(nonzero, norms, 0.0))
+            norms, inverse_norms = _kernels.group_norms(x, reduction_axes)
+            value = weight * ops.sum(norms)
 
             def gradient(upstream):
-                scale = ops.where(nonzero, (weight * upstream) / norms, 0.0)
-                return x * scale
+                return x * (inverse_norms * (weight * upstream))
 
             return value, gradient
 

@@ -278,7 +278,10 @@ def test_exp_abs_is_finite_up_to_the_largest_half_precision_weight(
         assert np.isfinite(ops.convert_to_numpy(total))
         grad = gradient(regularizer, np.float32(w), dtype=dtype)
         assert np.all(np.isfinite(grad)), grad
-        assert np.all(np.sign(grad[1:]) == np.sign(w[1:]))
+        # Pulled towards 0 below the saturation point, left alone beyond.
+        pulled = np.abs(w) / regularizer.scale < 1e12
+        expected_sign = np.where(pulled, np.sign(w), 0.0)
+        np.testing.assert_array_equal(np.sign(grad), expected_sign)
 
 
 def test_exp_abs_is_finite_for_every_float32_magnitude():
@@ -291,9 +294,7 @@ def test_exp_abs_is_finite_for_every_float32_magnitude():
 
 
 @pytest.mark.parametrize("dtype, limit", [("float32", 40.0), ("float16", 10.0)])
-def test_exp_abs_continuation_matches_value_and_slope_at_the_limit(
-    dtype, limit
-):
+def test_exp_abs_continues_along_its_tangent_past_the_limit(dtype, limit):
     assert ExpAbs.exact_limit(dtype) == limit
     regularizer = ExpAbs(1.0, scale=2.0)
     w = np.array([2.0 * limit], dtype="float32")
@@ -301,13 +302,22 @@ def test_exp_abs_continuation_matches_value_and_slope_at_the_limit(
     slope_above = gradient(regularizer, w * (1 + 1e-3), dtype)[0]
     expected_slope = math.exp(limit) / 2.0
     assert slope_below == pytest.approx(expected_slope, rel=0.05)
-    assert slope_above == pytest.approx(expected_slope, rel=0.05)
-    # Beyond the limit: exp(c) * (1 + log(1 + u - c)) - 1.
-    for far in (3.0 * limit, 2e4 if dtype == "float16" else 1e30):
-        expected = math.exp(limit) * (1 + math.log1p(far - limit)) - 1
-        assert value(regularizer, np.float32([2.0 * far]), dtype) == (
+    assert slope_above == pytest.approx(expected_slope, rel=1e-3)
+    # Beyond the limit: expm1(c) + exp(c) * (u - c), u = |w| / scale.
+    for u in (3.0 * limit, 2e4 if dtype == "float16" else 1e10):
+        expected = math.expm1(limit) + math.exp(limit) * (u - limit)
+        assert value(regularizer, np.float32([2.0 * u]), dtype) == (
             pytest.approx(expected, rel=1e-3)
         )
+
+
+def test_exp_abs_saturates_far_beyond_the_limit():
+    regularizer = ExpAbs(1.0)
+    ceiling = math.expm1(40.0) + math.exp(40.0) * (1e12 - 40.0)
+    for u in (2e12, 1e30, float(np.finfo("float32").max)):
+        w = np.float32([u])
+        assert value(regularizer, w) == pytest.approx(ceiling, rel=1e-5)
+        assert gradient(regularizer, w)[0] == 0.0
 
 
 def test_exp_abs_is_exact_inside_the_safe_range():
