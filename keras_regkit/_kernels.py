@@ -113,13 +113,9 @@ def exp_abs_gradient(x, inverse_scale, limit, factor):
     With `factor = strength / scale * upstream` this is the gradient of
     `strength * exp_abs_sum(x, ...)`; it is 0 where the sum is saturated.
     """
-    magnitude = ops.abs(x)
-    if inverse_scale != 1.0:
-        magnitude = magnitude * inverse_scale
+    u = _units(x, inverse_scale)
     slope = ops.where(
-        magnitude < EXP_ABS_SATURATION,
-        ops.exp(ops.minimum(magnitude, limit)),
-        0.0,
+        u < EXP_ABS_SATURATION, ops.exp(ops.minimum(u, limit)), 0.0
     )
     return ops.sign(x) * slope * factor
 
