@@ -91,33 +91,69 @@ def _units(x, inverse_scale):
     return ops.minimum(magnitude, EXP_ABS_SATURATION)
 
 
-@_fused
-def exp_abs_sum(x, inverse_scale, limit):
+def exp_abs(x, inverse_scale, limit):
     """`sum(exp(|x|/scale) - 1)`, continued along its tangent past `limit`.
 
-    Each term is `expm1(u)` for `u = |x|/scale <= limit`, then
+    Each term is `f(u) = expm1(u)` for `u = |x|/scale <= limit`, then
     `expm1(limit) + exp(limit) * (u - limit)`: the same value and slope at
     `limit`, growing linearly up to `u = EXP_ABS_SATURATION`, flat beyond.
+
+    Returns:
+        The sum, and a function mapping `factor` to `sign(x) * f'(u) *
+        factor`; with `factor = strength / scale * upstream` that is the
+        gradient of `strength * sum`.
     """
+    if _BACKEND == "torch":
+        return _exp_abs_eager(x, inverse_scale, limit)
+    return _exp_abs_sum(
+        x, inverse_scale, limit
+    ), lambda factor: _exp_abs_gradient(x, inverse_scale, limit, factor)
+
+
+@_fused
+def _exp_abs_sum(x, inverse_scale, limit):
     u = _units(x, inverse_scale)
     exact = ops.minimum(u, limit)
-    # `u - exact`, not `relu(u - limit)` recombined with u: for huge u a
-    # difference with u itself rounds to nothing.
+    # Not `u - relu(u - limit)` for `exact`: for huge u that rounds to 0.
     return ops.sum(ops.expm1(exact) + math.exp(limit) * (u - exact))
 
 
 @_fused
-def exp_abs_gradient(x, inverse_scale, limit, factor):
-    """`sign(x) * f'(|x|/scale) * factor`, `f` being one term of the sum.
-
-    With `factor = strength / scale * upstream` this is the gradient of
-    `strength * exp_abs_sum(x, ...)`; it is 0 where the sum is saturated.
-    """
+def _exp_abs_gradient(x, inverse_scale, limit, factor):
     u = _units(x, inverse_scale)
     slope = ops.where(
         u < EXP_ABS_SATURATION, ops.exp(ops.minimum(u, limit)), 0.0
     )
     return ops.sign(x) * slope * factor
+
+
+def _exp_abs_eager(x, inverse_scale, limit):
+    """`exp_abs` for PyTorch, where each op is a kernel over all weights.
+
+    Fewer ops: in place where possible, the forward's `expm1` kept for the
+    backward instead of a second exponential, and the tangent continuation
+    only computed when some weight is past `limit`.
+    """
+    import torch
+
+    u = x.abs()
+    if inverse_scale != 1.0:
+        u.mul_(inverse_scale)
+    u.clamp_(max=EXP_ABS_SATURATION)
+    within_limit = bool(u.max() <= limit) if u.numel() else True
+    exact = u if within_limit else u.clamp(max=limit)
+    expm1 = torch.expm1(exact)
+    total = expm1.sum()
+    if not within_limit:
+        total = total + math.exp(limit) * (u - exact).sum()
+
+    def gradient(factor):
+        slope = expm1.add(1.0)  # exp(min(u, limit))
+        if not within_limit:
+            slope.masked_fill_(u >= EXP_ABS_SATURATION, 0.0)
+        return slope.mul_(x.sign()).mul_(factor)
+
+    return total, gradient
 
 
 @_fused

@@ -364,15 +364,10 @@ class ExpAbs(_Penalty):
         strength, inverse_scale = self.strength, 1.0 / self.scale
 
         def value_and_gradient(x):
-            value = strength * _kernels.exp_abs_sum(x, inverse_scale, limit)
-
-            def gradient(upstream):
-                factor = (strength * inverse_scale) * upstream
-                return _kernels.exp_abs_gradient(
-                    x, inverse_scale, limit, factor
-                )
-
-            return value, gradient
+            total, gradient = _kernels.exp_abs(x, inverse_scale, limit)
+            return strength * total, lambda upstream: gradient(
+                (strength * inverse_scale) * upstream
+            )
 
         return _with_gradient(value_and_gradient, x)
 
