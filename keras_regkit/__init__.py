@@ -20,8 +20,9 @@ Example:
 
 __version__ = "0.1.0.dev0"
 
-from keras_regkit import regularizers
+from keras_regkit import callbacks, layers, regularizers, schedules
 from keras_regkit.attach import penalties, regularize
+from keras_regkit.monte_carlo import mc_predict
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
 
 __all__ = [
@@ -31,7 +32,11 @@ __all__ = [
     "L1",
     "L2",
     "__version__",
+    "callbacks",
+    "layers",
+    "mc_predict",
     "penalties",
     "regularize",
     "regularizers",
+    "schedules",
 ]

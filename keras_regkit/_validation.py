@@ -99,3 +99,52 @@ def axis(name, value):
     if len(set(value)) != len(value):
         raise ValueError(_invalid(name, expected, value))
     return tuple(int(item) for item in value)
+
+
+def rate(name, value):
+    """Checks a drop rate: a number in [0, 1), returned as a float.
+
+    1 is excluded: dropping everything leaves nothing to scale back up by
+    `1 / (1 - rate)`.
+    """
+    expected = "a float in [0, 1)"
+    number = _as_real(name, value, expected)
+    if not 0.0 <= number < 1.0:  # also rejects NaN
+        raise ValueError(_invalid(name, expected, value))
+    return number
+
+
+def seed(name, value):
+    """Checks a random seed: None or a non-negative integer."""
+    expected = "None or a non-negative integer"
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(_invalid(name, expected, value))
+    if value < 0:
+        raise ValueError(_invalid(name, expected, value))
+    return int(value)
+
+
+def noise_shape(name, value):
+    """Checks a dropout noise shape: None, or a sequence of ints >= 1 or None.
+
+    Returns None or a tuple (a list from a JSON config comes back as a tuple).
+    """
+    expected = "None or a tuple of positive integers and None entries"
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(_invalid(name, expected, value))
+    for item in value:
+        if item is None:
+            continue
+        if isinstance(item, (bool, np.bool_)) or not isinstance(
+            item, numbers.Integral
+        ):
+            raise TypeError(_invalid(name, expected, value))
+        if item < 1:
+            raise ValueError(_invalid(name, expected, value))
+    return tuple(None if item is None else int(item) for item in value)

@@ -1,0 +1,273 @@
+"""Monte-Carlo dropout prediction: the mean and spread of stochastic passes."""
+
+import contextlib
+import math
+
+import keras
+import numpy as np
+
+from keras_regkit import _validation, selectors
+from keras_regkit.layers._stochastic import MonteCarloDraw, StochasticLayer
+
+# How much a forward pass may hold when `batch_size` is not given: the
+# number of activation values summed over every layer's output, for all the
+# rows of the pass together (2**24 float32 values are 64 MiB).
+PASS_ELEMENTS = 2**24
+
+# Per-row activation size assumed for a model whose layers do not expose
+# their outputs (subclassed models): this many times its input row.
+_UNKNOWN_MODEL_FACTOR = 16
+
+
+def mc_predict(model, x, samples=30, batch_size=None, seed=None):
+    """Mean and standard deviation of `samples` stochastic forward passes.
+
+    Monte-Carlo dropout (Gal and Ghahramani, "Dropout as a Bayesian
+    approximation", ICML 2016): with dropout left on at inference, the
+    spread of the predictions over many passes estimates the model's
+    uncertainty. Every `keras_regkit.layers.Dropout` and `DropPath` in the
+    model drops units during these passes, whether or not it was built with
+    `mc=True`; everything else runs in inference mode (`training=False`:
+    batch normalization uses its moving statistics, Keras's own `Dropout`
+    is off).
+
+    Rather than calling the model `samples` times, each forward pass stacks
+    several copies of a chunk of rows, so the model sees one large batch.
+    This assumes, as `predict` does, that the model treats the rows of a
+    batch independently at inference.
+
+    The model is left exactly as it was: its weights, its layers' rates and
+    seed generator states, its compiled functions. The masks come from a
+    generator of their own, seeded by `seed`.
+
+    Args:
+        model: a Keras model containing at least one keras_regkit `Dropout`
+            or `DropPath` layer.
+        x: the inputs, as `predict` takes them: an array, or a list or dict
+            of arrays for a model with several inputs.
+        samples: int >= 1, the number of stochastic passes.
+        batch_size: None or int >= 1, the most rows the model sees in one
+            forward pass, stacked copies included. It bounds memory as
+            `predict`'s `batch_size` does. By default it is derived from the
+            size of the model's activations (about 64 MiB of them per
+            pass).
+        seed: None or a non-negative integer. The same seed gives the same
+            results; None draws one (fixed by `keras.utils.set_random_seed`).
+
+    Returns:
+        `(mean, std)`: numpy arrays shaped like `model.predict(x)`'s output
+        (or nested structures of them for models with several outputs),
+        float32 or wider. `std` is the population standard deviation
+        (`ddof=0`) over the samples.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import keras_regkit
+    >>> from keras_regkit.layers import Dropout
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)),
+    ...     keras.layers.Dense(16, activation="relu"),
+    ...     Dropout(0.5),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> x = np.ones((5, 3), "float32")
+    >>> mean, std = keras_regkit.mc_predict(model, x, samples=50, seed=0)
+    >>> mean.shape, std.shape
+    ((5, 1), (5, 1))
+    >>> bool(np.all(std > 0))  # the passes differ
+    True
+    """
+    selectors.check_model(model)
+    samples = _validation.positive_int("samples", samples)
+    if batch_size is not None:
+        batch_size = _validation.positive_int("batch_size", batch_size)
+    seed = _validation.seed("seed", seed)
+    layers = _stochastic_layers(model)
+    inputs = _as_numpy_inputs(x)
+    leaves = keras.tree.flatten(inputs)
+    rows = _row_count(leaves)
+    if batch_size is None:
+        batch_size = _default_batch_size(model, leaves)
+    copies = min(samples, batch_size)
+    chunk = max(1, batch_size // copies)
+
+    generator = keras.random.SeedGenerator(seed)
+    statistics = None
+    try:
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            part = keras.tree.map_structure(lambda a: a[start:stop], inputs)
+            moments = _Moments()
+            for done in range(0, samples, copies):
+                count = min(copies, samples - done)
+                outputs = _sample(model, layers, part, count, generator)
+                moments.add(outputs, count)
+            if statistics is None:
+                statistics = _Results(moments, rows)
+            statistics.store(moments, start, stop)
+    finally:
+        for layer in layers:
+            layer._monte_carlo = None
+    return statistics.mean, statistics.std
+
+
+def _stochastic_layers(model):
+    layers = [
+        layer
+        for _, layer in selectors.walk(model)
+        if isinstance(layer, StochasticLayer)
+    ]
+    if layers:
+        return layers
+    keras_dropout = [
+        path
+        for path, layer in selectors.walk(model)
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    hint = ""
+    if keras_dropout:
+        hint = (
+            f" Its keras.layers.Dropout layers ({', '.join(keras_dropout)}) "
+            "are off at inference; use keras_regkit.layers.Dropout instead."
+        )
+    raise ValueError(
+        "mc_predict needs a model with at least one keras_regkit "
+        "Dropout or DropPath layer; without one every pass gives the same "
+        f"prediction. Model {model.name!r} has none.{hint}"
+    )
+
+
+def _as_numpy_inputs(x):
+    if isinstance(x, (str, bytes)) or not (
+        isinstance(x, (list, tuple, dict)) or hasattr(x, "shape")
+    ):
+        raise TypeError(
+            "Invalid value received for argument `x`. Expected an array, or "
+            "a list or dict of arrays (datasets and generators are not "
+            f"supported). Received: x of type {type(x).__name__}"
+        )
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, x)
+
+
+def _row_count(leaves):
+    counts = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(counts) != 1 or None in counts or 0 in counts:
+        shapes = [leaf.shape for leaf in leaves]
+        raise ValueError(
+            "Invalid value received for argument `x`. Expected arrays with "
+            f"the same, non-zero number of rows. Received shapes: {shapes}"
+        )
+    return counts.pop()
+
+
+def _row_size(shape):
+    return math.prod(size for size in shape[1:] if size is not None)
+
+
+def _default_batch_size(model, leaves):
+    """Rows per pass so that all activations of a pass fit PASS_ELEMENTS."""
+    input_size = sum(_row_size(leaf.shape) for leaf in leaves)
+    output_size = 0
+    for _, layer in selectors.walk(model):
+        try:
+            outputs = layer.output
+        except (AttributeError, ValueError):
+            continue
+        output_size += sum(
+            _row_size(tensor.shape) for tensor in keras.tree.flatten(outputs)
+        )
+    if output_size == 0:
+        output_size = _UNKNOWN_MODEL_FACTOR * input_size
+    return max(1, PASS_ELEMENTS // max(1, input_size + output_size))
+
+
+def _no_gradient_tape():
+    """PyTorch records every eager op for autograd unless told not to."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def _sample(model, layers, part, count, generator):
+    """`count` stochastic passes over `part`: outputs shaped (count, rows...)."""
+    tiled = keras.tree.map_structure(
+        lambda a: np.concatenate([a] * count, axis=0), part
+    )
+    draw = MonteCarloDraw(generator, count)
+    for layer in layers:
+        layer._monte_carlo = draw
+    with _no_gradient_tape():
+        outputs = model(tiled, training=False)
+    return keras.tree.map_structure(
+        lambda y: _split(keras.ops.convert_to_numpy(y), count), outputs
+    )
+
+
+def _split(array, count):
+    return array.reshape((count, -1, *array.shape[1:]))
+
+
+class _Moments:
+    """Running mean and sum of squared deviations (Chan et al.'s update)."""
+
+    def __init__(self):
+        self.count = 0
+        self.mean = None
+        self.m2 = None
+        self.dtypes = None
+
+    def add(self, outputs, count):
+        self.dtypes = keras.tree.map_structure(
+            lambda y: np.result_type(y.dtype, np.float32), outputs
+        )
+        batch_mean = keras.tree.map_structure(
+            lambda y: y.mean(axis=0, dtype="float64"), outputs
+        )
+        batch_m2 = keras.tree.map_structure(
+            lambda y, m: np.square(y - m).sum(axis=0), outputs, batch_mean
+        )
+        if self.mean is None:
+            self.count, self.mean, self.m2 = count, batch_mean, batch_m2
+            return
+        total = self.count + count
+        delta = keras.tree.map_structure(
+            lambda b, a: b - a, batch_mean, self.mean
+        )
+        self.mean = keras.tree.map_structure(
+            lambda a, d: a + d * (count / total), self.mean, delta
+        )
+        self.m2 = keras.tree.map_structure(
+            lambda a, b, d: a + b + d * d * (self.count * count / total),
+            self.m2,
+            batch_m2,
+            delta,
+        )
+        self.count = total
+
+
+class _Results:
+    """The mean and std arrays for all rows, filled chunk by chunk."""
+
+    def __init__(self, moments, rows):
+        def empty(m, dtype):
+            return np.empty((rows, *m.shape[1:]), dtype=dtype)
+
+        self.mean = keras.tree.map_structure(
+            empty, moments.mean, moments.dtypes
+        )
+        self.std = keras.tree.map_structure(
+            empty, moments.mean, moments.dtypes
+        )
+
+    def store(self, moments, start, stop):
+        def put(target, value):
+            target[start:stop] = value
+
+        std = keras.tree.map_structure(
+            lambda m2: np.sqrt(m2 / moments.count), moments.m2
+        )
+        keras.tree.map_structure(put, self.mean, moments.mean)
+        keras.tree.map_structure(put, self.std, std)
