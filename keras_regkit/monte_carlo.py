@@ -97,7 +97,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     try:
         for start in range(0, rows, chunk):
             stop = min(start + chunk, rows)
-            part = keras.tree.map_structure(lambda a: a[start:stop], inputs)
+            rows_slice = slice(start, stop)
+            part = keras.tree.map_structure(
+                lambda a, rows_slice=rows_slice: a[rows_slice], inputs
+            )
             moments = _Moments()
             for done in range(0, samples, copies):
                 count = min(copies, samples - done)
@@ -192,7 +195,7 @@ def _no_gradient_tape():
 
 
 def _sample(model, layers, part, count, generator):
-    """`count` stochastic passes over `part`: outputs shaped (count, rows...)."""
+    """`count` stochastic passes over `part`, as arrays (count, rows, ...)."""
     tiled = keras.tree.map_structure(
         lambda a: np.concatenate([a] * count, axis=0), part
     )
@@ -258,9 +261,7 @@ class _Results:
         self.mean = keras.tree.map_structure(
             empty, moments.mean, moments.dtypes
         )
-        self.std = keras.tree.map_structure(
-            empty, moments.mean, moments.dtypes
-        )
+        self.std = keras.tree.map_structure(empty, moments.mean, moments.dtypes)
 
     def store(self, moments, start, stop):
         def put(target, value):

@@ -12,11 +12,21 @@ def fresh_keras_session():
     keras.backend.clear_session()
 
 
+# marker -> the only backend its tests run under
+BACKEND_MARKERS = {
+    "tensorflow_only": "tensorflow",
+    "jax_only": "jax",
+    "torch_only": "torch",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skips tests marked `tensorflow_only` under the JAX and torch backends."""
-    if keras.backend.backend() == "tensorflow":
-        return
-    skip = pytest.mark.skip(reason="needs the TensorFlow backend")
-    for item in items:
-        if "tensorflow_only" in item.keywords:
-            item.add_marker(skip)
+    """Skips tests marked for one backend under the other backends."""
+    current = keras.backend.backend()
+    for marker, backend in BACKEND_MARKERS.items():
+        if backend == current:
+            continue
+        skip = pytest.mark.skip(reason=f"needs the {backend} backend")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -1,4 +1,4 @@
-"""Dropout that follows Keras's `training` flag, with MC and changeable rates."""
+"""Dropout that follows Keras's `training` flag, with MC and rate changes."""
 
 import keras
 from keras import ops
