@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import keras_regkit
-from keras_regkit import selectors
+from keras_regkit import schedules, selectors
+from keras_regkit.callbacks import DropoutScheduler
+from keras_regkit.layers import Dropout, DropPath
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
 
 
@@ -153,6 +155,106 @@ ROWS = [
         lambda: selectors.select(_model(), 3.5),
         TypeError,
         r"`layers`.*Received: layers=3\.5",
+    ),
+]
+
+
+def _bad_rates(call, name):
+    """Rows for an argument that must be a float in [0, 1)."""
+    expected = r"Expected a float in \[0, 1\)\. "
+    return [
+        (lambda: call(-0.1), ValueError, rf"`{name}`.*Received: {name}=-0\.1"),
+        (lambda: call(1.0), ValueError, rf"{expected}Received: {name}=1\.0"),
+        (lambda: call(1), ValueError, rf"Received: {name}=1$"),
+        (lambda: call(float("nan")), ValueError, rf"Received: {name}=nan"),
+        (lambda: call(True), TypeError, rf"`{name}`.*Received: {name}=True"),
+        (lambda: call("0.5"), TypeError, rf"Received: {name}='0\.5'"),
+        (lambda: call(None), TypeError, rf"Received: {name}=None"),
+    ]
+
+
+def _set_rate(value):
+    Dropout(0.5).rate = value
+
+
+def _bad_seeds(call):
+    return [
+        (lambda: call(1.5), TypeError, r"`seed`.*Received: seed=1\.5"),
+        (lambda: call(-1), ValueError, r"non-negative.*Received: seed=-1"),
+        (lambda: call(True), TypeError, r"Received: seed=True"),
+        (lambda: call("7"), TypeError, r"Received: seed='7'"),
+    ]
+
+
+ROWS += [
+    *_bad_rates(lambda v: Dropout(v), "rate"),
+    *_bad_rates(lambda v: DropPath(v), "rate"),
+    *_bad_rates(_set_rate, "rate"),
+    *_bad_seeds(lambda v: Dropout(0.5, seed=v)),
+    *_bad_seeds(lambda v: DropPath(0.5, seed=v)),
+    (
+        lambda: Dropout(0.5, noise_shape="abc"),
+        TypeError,
+        r"`noise_shape`.*Received: noise_shape='abc'",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=4),
+        TypeError,
+        r"Received: noise_shape=4",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=(None, 0)),
+        ValueError,
+        r"positive integers.*Received: noise_shape=\(None, 0\)",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=(None, 2.0)),
+        TypeError,
+        r"Received: noise_shape=\(None, 2\.0\)",
+    ),
+    (lambda: Dropout(0.5, mc=1), TypeError, r"`mc`.*bool.*Received: mc=1"),
+    (lambda: DropPath(0.5, mc="yes"), TypeError, r"Received: mc='yes'"),
+    (
+        lambda: DropPath(0.5)(np.float32(1.0)),
+        ValueError,
+        r"DropPath needs inputs with a batch dimension",
+    ),
+    *_bad_rates(lambda v: schedules.Constant(v), "rate"),
+    *_bad_rates(lambda v: schedules.LinearRamp(v, 0.1, 3), "start"),
+    *_bad_rates(lambda v: schedules.LinearRamp(0.1, v, 3), "stop"),
+    (
+        lambda: schedules.LinearRamp(0.1, 0.2, 0),
+        ValueError,
+        r"`epochs`.*Received: epochs=0",
+    ),
+    (
+        lambda: schedules.LinearRamp(0.1, 0.2, 2.5),
+        TypeError,
+        r"Received: epochs=2\.5",
+    ),
+    *_bad_rates(lambda v: schedules.Curriculum(v, 0.1), "max_rate"),
+    *_bad_numbers(
+        lambda v: schedules.Curriculum(0.5, v), "gamma", zero_ok=False
+    ),
+    (
+        lambda: DropoutScheduler(0.5),
+        TypeError,
+        r"`schedule`.*callable.*Received: schedule=0\.5",
+    ),
+    (
+        lambda: DropoutScheduler(lambda e: 0.1, layers=3),
+        TypeError,
+        r"`layers`.*Received: layers=3",
+    ),
+    (
+        lambda: DropoutScheduler(lambda e: 0.1, verbose=2),
+        ValueError,
+        r"`verbose`.*Received: verbose=2",
+    ),
+    (
+        lambda: keras_regkit.mc_predict(_model(), np.ones((2, 3))),
+        ValueError,
+        r"mc_predict needs a model with at least one keras_regkit",
     ),
 ]
 
