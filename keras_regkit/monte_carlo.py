@@ -7,7 +7,11 @@ import keras
 import numpy as np
 
 from keras_regkit import _validation, selectors
-from keras_regkit.layers._stochastic import MonteCarloDraw, StochasticLayer
+from keras_regkit.layers._stochastic import (
+    CannotTile,
+    MonteCarloDraw,
+    StochasticLayer,
+)
 
 # How much a forward pass may hold when `batch_size` is not given: the
 # number of activation values summed over every layer's output, for all the
@@ -34,7 +38,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     Rather than calling the model `samples` times, each forward pass stacks
     several copies of a chunk of rows, so the model sees one large batch.
     This assumes, as `predict` does, that the model treats the rows of a
-    batch independently at inference.
+    batch independently at inference. In a `keras.Sequential` model whose
+    first stochastic layer is one of its own layers, the copies are made by
+    that layer: the deterministic layers before it run once per row, not
+    once per sample.
 
     The model is left exactly as it was: its weights, its layers' rates and
     seed generator states, its compiled functions. The masks come from a
@@ -84,6 +91,7 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
         batch_size = _validation.positive_int("batch_size", batch_size)
     seed = _validation.seed("seed", seed)
     layers = _stochastic_layers(model)
+    tiling_layer = _first_layer_if_it_can_tile(model)
     inputs = _as_numpy_inputs(x)
     leaves = keras.tree.flatten(inputs)
     rows = _row_count(leaves)
@@ -104,7 +112,15 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
             moments = _Moments()
             for done in range(0, samples, copies):
                 count = min(copies, samples - done)
-                outputs = _sample(model, layers, part, count, generator)
+                try:
+                    outputs = _sample(
+                        model, layers, tiling_layer, part, count, generator
+                    )
+                except CannotTile:
+                    tiling_layer = None
+                    outputs = _sample(
+                        model, layers, None, part, count, generator
+                    )
                 moments.add(outputs, count)
             if statistics is None:
                 statistics = _Results(moments, rows)
@@ -139,6 +155,26 @@ def _stochastic_layers(model):
         "Dropout or DropPath layer; without one every pass gives the same "
         f"prediction. Model {model.name!r} has none.{hint}"
     )
+
+
+def _first_layer_if_it_can_tile(model):
+    """The Sequential model's first stochastic layer, if it is its own.
+
+    Everything after a Sequential model's own layer sees only that layer's
+    output, so the layer can stack the copies itself. Not so when a
+    stochastic layer nested in a sub-model comes first.
+    """
+    if not isinstance(model, keras.Sequential):
+        return None
+    for layer in model.layers:
+        if isinstance(layer, StochasticLayer):
+            return layer
+        if any(
+            isinstance(inner, StochasticLayer)
+            for _, inner in selectors.walk(layer)
+        ):
+            return None
+    return None
 
 
 def _as_numpy_inputs(x):
@@ -194,16 +230,19 @@ def _no_gradient_tape():
     return contextlib.nullcontext()
 
 
-def _sample(model, layers, part, count, generator):
+def _sample(model, layers, tiling_layer, part, count, generator):
     """`count` stochastic passes over `part`, as arrays (count, rows, ...)."""
-    tiled = keras.tree.map_structure(
-        lambda a: np.concatenate([a] * count, axis=0), part
-    )
     draw = MonteCarloDraw(generator, count)
     for layer in layers:
         layer._monte_carlo = draw
+    if tiling_layer is None:
+        part = keras.tree.map_structure(
+            lambda a: np.concatenate([a] * count, axis=0), part
+        )
+    else:
+        tiling_layer._monte_carlo = MonteCarloDraw(generator, count, tile=True)
     with _no_gradient_tape():
-        outputs = model(tiled, training=False)
+        outputs = model(part, training=False)
     return keras.tree.map_structure(
         lambda y: _split(keras.ops.convert_to_numpy(y), count), outputs
     )

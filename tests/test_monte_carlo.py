@@ -202,6 +202,53 @@ def test_default_budget_stacks_all_samples_in_one_pass_for_small_inputs():
     assert counter.seen == [300]
 
 
+def test_layers_before_the_first_dropout_run_once_per_row():
+    before, after = _RowCounter(), _RowCounter()
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8),
+            before,
+            Dropout(0.5),
+            after,
+            keras.layers.Dense(1),
+        ]
+    )
+    before.seen, after.seen = [], []
+    keras_regkit.mc_predict(model, _inputs(rows=10), samples=30)
+    assert (before.seen, after.seen) == ([10], [300])
+
+
+def test_first_dropout_inside_a_sub_model_tiles_the_inputs():
+    inner = keras.Sequential([keras.Input((FEATURES,)), Dropout(0.3)])
+    head = keras.layers.Dense(1, use_bias=False)
+    model = keras.Sequential([keras.Input((FEATURES,)), inner, head])
+    head.set_weights([_head_weights()])
+    x = _inputs()
+    samples = 3000
+    mean, std = keras_regkit.mc_predict(model, x, samples=samples, seed=2)
+    expected_mean, expected_std = _closed_form(x, 0.3, True)
+    np.testing.assert_allclose(
+        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
+    )
+    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+
+
+def test_padding_masks_are_stacked_with_the_rows():
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(10, 4, mask_zero=True),
+            Dropout(0.3),
+            keras.layers.LSTM(3),
+        ]
+    )
+    padded = np.array([[3, 4, 0, 0], [5, 0, 0, 0]])
+    mean, std = keras_regkit.mc_predict(model, padded, samples=16, seed=0)
+    assert mean.shape == std.shape == (2, 3)
+    assert np.all(std > 0)
+
+
 def test_several_inputs_and_outputs():
     left = keras.Input((3,), name="left")
     right = keras.Input((2,), name="right")

@@ -39,14 +39,24 @@ class MonteCarloDraw:
     whatever `training` says, draws its masks from `generator` rather than
     from its own seed generator (whose state is left untouched), and knows
     that its batch holds `groups` stacked copies of the same rows, one per
-    sample.
+    sample. With `tile=True` the layer makes those copies itself, from the
+    rows it receives: everything before it runs once, not once per sample.
     """
 
-    __slots__ = ("generator", "groups")
+    __slots__ = ("generator", "groups", "tile")
 
-    def __init__(self, generator, groups):
+    def __init__(self, generator, groups, tile=False):
         self.generator = generator
         self.groups = groups
+        self.tile = tile
+
+
+class CannotTile(Exception):
+    """Raised by a layer asked to tile rows that come with a padding mask.
+
+    Keras hands a mask on to the layers after this one as it was, so the
+    copies would not match it; `mc_predict` then tiles the inputs instead.
+    """
 
 
 class StochasticLayer(keras.layers.Layer):
@@ -122,9 +132,13 @@ class StochasticLayer(keras.layers.Layer):
             ops.greater_equal(uniform, rate), scale, ops.zeros_like(scale)
         )
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
         draw = self._monte_carlo
         if draw is not None:
+            if draw.tile:
+                if mask is not None:
+                    raise CannotTile(self.name)
+                inputs = _stack_copies(inputs, draw.groups)
             return self._drop(inputs, draw.generator, draw.groups)
         if training or self.mc:
             return self._drop(inputs, self.seed_generator, 1)
@@ -143,3 +157,10 @@ class StochasticLayer(keras.layers.Layer):
             "seed": self.seed,
             "mc": self.mc,
         }
+
+
+def _stack_copies(x, copies):
+    """`copies` copies of the rows of `x`, one after the other."""
+    if copies == 1:
+        return x
+    return ops.concatenate([x] * copies, axis=0)
