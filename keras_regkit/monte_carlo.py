@@ -91,7 +91,6 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
         batch_size = _validation.positive_int("batch_size", batch_size)
     seed = _validation.seed("seed", seed)
     layers = _stochastic_layers(model)
-    tiling_layer = _first_layer_if_it_can_tile(model)
     inputs = _as_numpy_inputs(x)
     leaves = keras.tree.flatten(inputs)
     rows = _row_count(leaves)
@@ -100,7 +99,7 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     copies = min(samples, batch_size)
     chunk = max(1, batch_size // copies)
 
-    generator = keras.random.SeedGenerator(seed)
+    sampler = _Sampler(model, layers, seed)
     statistics = None
     try:
         for start in range(0, rows, chunk):
@@ -112,22 +111,12 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
             moments = _Moments()
             for done in range(0, samples, copies):
                 count = min(copies, samples - done)
-                try:
-                    outputs = _sample(
-                        model, layers, tiling_layer, part, count, generator
-                    )
-                except CannotTile:
-                    tiling_layer = None
-                    outputs = _sample(
-                        model, layers, None, part, count, generator
-                    )
-                moments.add(outputs, count)
+                moments.add(sampler(part, count), count)
             if statistics is None:
                 statistics = _Results(moments, rows)
             statistics.store(moments, start, stop)
     finally:
-        for layer in layers:
-            layer._monte_carlo = None
+        sampler.switch_off()
     return statistics.mean, statistics.std
 
 
@@ -230,22 +219,86 @@ def _no_gradient_tape():
     return contextlib.nullcontext()
 
 
-def _sample(model, layers, tiling_layer, part, count, generator):
-    """`count` stochastic passes over `part`, as arrays (count, rows, ...)."""
-    draw = MonteCarloDraw(generator, count)
-    for layer in layers:
-        layer._monte_carlo = draw
-    if tiling_layer is None:
-        part = keras.tree.map_structure(
-            lambda a: np.concatenate([a] * count, axis=0), part
+class _Sampler:
+    """Runs the model with its stochastic layers switched to sampling.
+
+    Each call makes `count` passes over some rows at once, with masks drawn
+    from a generator of its own. On JAX, whose eager calls dispatch one
+    small kernel at a time, the passes run through one compiled function.
+    """
+
+    def __init__(self, model, layers, seed):
+        self.model = model
+        self.layers = layers
+        self.tiling_layer = _first_layer_if_it_can_tile(model)
+        self.generator = keras.random.SeedGenerator(seed)
+        self._compiled = None
+        if keras.backend.backend() == "jax" and model.built:
+            self._compiled = _jax_compiled(self)
+
+    def __call__(self, part, count):
+        """Outputs of `count` passes over `part`, shaped (count, rows, ...)."""
+        try:
+            outputs = self._run(part, count, self.tiling_layer)
+        except CannotTile:
+            self.tiling_layer = None
+            outputs = self._run(part, count, None)
+        return keras.tree.map_structure(
+            lambda y: _split(keras.ops.convert_to_numpy(y), count), outputs
         )
-    else:
-        tiling_layer._monte_carlo = MonteCarloDraw(generator, count, tile=True)
-    with _no_gradient_tape():
-        outputs = model(part, training=False)
-    return keras.tree.map_structure(
-        lambda y: _split(keras.ops.convert_to_numpy(y), count), outputs
-    )
+
+    def _run(self, part, count, tiling_layer):
+        if tiling_layer is None:
+            part = keras.tree.map_structure(
+                lambda a: np.concatenate([a] * count, axis=0), part
+            )
+        if self._compiled is not None:
+            return self._compiled(part, count, tiling_layer is not None)
+        self.switch_on(count, tiling_layer)
+        with _no_gradient_tape():
+            return self.model(part, training=False)
+
+    def switch_on(self, count, tiling_layer):
+        draw = MonteCarloDraw(self.generator, count)
+        for layer in self.layers:
+            layer._monte_carlo = draw
+        if tiling_layer is not None:
+            tiling_layer._monte_carlo = MonteCarloDraw(
+                self.generator, count, tile=True
+            )
+
+    def switch_off(self):
+        for layer in self.layers:
+            layer._monte_carlo = None
+
+
+def _jax_compiled(sampler):
+    """`sampler`'s passes as one jitted, stateless JAX function."""
+    import jax
+
+    model = sampler.model
+    variables = [*model.trainable_variables, *model.non_trainable_variables]
+    values = [variable.value for variable in variables]
+    seed_state = sampler.generator.state
+
+    def run(values, seed_value, inputs, count, tile):
+        mapping = [*zip(variables, values, strict=True)]
+        mapping.append((seed_state, seed_value))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            sampler.switch_on(count, sampler.tiling_layer if tile else None)
+            outputs = model(inputs, training=False)
+            return outputs, scope.get_current_value(seed_state)
+
+    jitted = jax.jit(run, static_argnums=(3, 4))
+
+    def compiled(inputs, count, tile):
+        outputs, seed_value = jitted(
+            values, seed_state.value, inputs, count, tile
+        )
+        seed_state.assign(seed_value)
+        return outputs
+
+    return compiled
 
 
 def _split(array, count):
