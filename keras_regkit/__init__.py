@@ -2,7 +2,10 @@
 
 Weight penalties for the ordinary `kernel_regularizer=` arguments, and
 `regularize()` to add, change or remove penalties on models that already
-exist, pretrained ones included.
+exist, pretrained ones included. `layers.Dropout` and `layers.DropPath`
+follow Keras's `training` flag, can stay on for Monte-Carlo inference
+(`mc_predict`) and change their rates during training
+(`callbacks.DropoutScheduler`, `schedules`).
 
 Example:
 

@@ -15,8 +15,12 @@ from keras_regkit.layers._stochastic import (
 
 # How much a forward pass may hold when `batch_size` is not given: the
 # number of activation values summed over every layer's output, for all the
-# rows of the pass together (2**24 float32 values are 64 MiB).
-PASS_ELEMENTS = 2**24
+# rows of the pass together (2**24 float32 values are 64 MiB). JAX's
+# compiled passes slow down on CPU beyond about 1000 rows of the benchmark
+# MLP (4900 values a row), where TensorFlow and PyTorch keep speeding up to
+# 4000 (benchmarks/RESULTS.md).
+PASS_ELEMENTS = {"jax": 2**22}
+DEFAULT_PASS_ELEMENTS = 2**24
 
 # Per-row activation size assumed for a model whose layers do not expose
 # their outputs (subclassed models): this many times its input row.
@@ -57,7 +61,7 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
             forward pass, stacked copies included. It bounds memory as
             `predict`'s `batch_size` does. By default it is derived from the
             size of the model's activations (about 64 MiB of them per
-            pass).
+            pass; 16 MiB on JAX, which is faster with smaller passes).
         seed: None or a non-negative integer. The same seed gives the same
             results; None draws one (fixed by `keras.utils.set_random_seed`).
 
@@ -207,7 +211,8 @@ def _default_batch_size(model, leaves):
         )
     if output_size == 0:
         output_size = _UNKNOWN_MODEL_FACTOR * input_size
-    return max(1, PASS_ELEMENTS // max(1, input_size + output_size))
+    budget = PASS_ELEMENTS.get(keras.backend.backend(), DEFAULT_PASS_ELEMENTS)
+    return max(1, budget // max(1, input_size + output_size))
 
 
 def _no_gradient_tape():
