@@ -19,13 +19,23 @@ Both dropout layers keep the default `seed=None`.
 
 Monte-Carlo prediction. The same MLP with
 `keras_regkit.layers.Dropout(0.5, mc=True)`, so that `predict` drops units
-too, gives 30 stochastic predictions for 2000 synthetic rows:
+too, gives 30 stochastic predictions for synthetic inputs of each size of
+`--mc-rows` (64 and 2000 rows by default):
 
 - `keras_regkit.mc_predict(model, x, samples=30)`;
 - 30 calls of `model.predict(x, verbose=0)`, with `predict`'s default batch
   of 32 rows;
 - the same with `batch_size=1024`, which spares `predict` most of its
   per-batch cost: the fair comparison.
+
+The sizes are swept because the speedup depends on them. Every call of
+`predict` has a fixed cost, whatever the rows (some 30 to 50 ms on
+TensorFlow, a few ms on JAX and PyTorch), which a loop pays 30 times and
+`mc_predict` once: with a few queries, as with 64 rows, that cost is most
+of the loop's time and `mc_predict`'s gain is largest. With 2000 rows both
+sides are bound by the arithmetic of the forward passes and of the random
+masks, which `mc_predict` cannot skip, and its gain is smaller (about 2x on
+TensorFlow against batches of 1024).
 
 Each loop then takes the mean and standard deviation over its 30 outputs
 (`np.mean` and `np.std` on axis 0), as `mc_predict` returns them, and
@@ -35,7 +45,9 @@ difference of the two means, divided by the loop's average standard
 deviation (the "mean gap"), should be close to `sqrt(2 / pi) *
 sqrt(2 / 30)`, about 0.21, the expected value for two independent 30-sample
 means; the check allows 1.5 times that. The ratio of `mc_predict`'s average
-standard deviation to the loop's must be within 10% of 1.
+standard deviation to the loop's must be within 10% of 1. Both averages run
+over every output value (rows times 10 classes, 640 for 64 rows), so they
+are noisier for fewer rows; the tolerances are the same for every size.
 
 Method
 ------
@@ -48,8 +60,10 @@ conditions rather than one after another:
 2. For `--rounds` rounds, each training variant trains one epoch of
    `--steps` batches with `model.fit(x, y, batch_size=128, epochs=1,
    verbose=0)` (with `initial_epoch` counting the model's earlier epochs,
-   so that the scheduler sees a new epoch every time). Then, for
-   `--mc-rounds` rounds, each Monte-Carlo method makes its 30 predictions.
+   so that the scheduler sees a new epoch every time). Then, for each
+   size of `--mc-rows` in turn (one model for all, each method warmed up
+   again on the new inputs), for `--mc-rounds` rounds, each Monte-Carlo
+   method makes its 30 predictions.
    The order is shuffled every round (seeded), and each run is timed in
    process CPU time (`time.process_time()`, all threads together), which
    counts the work done rather than the time spent waiting for the CPU.
@@ -58,12 +72,13 @@ conditions rather than one after another:
    and the scheduled `Dropout` by keras_regkit's constant-rate one. Each
    `predict` loop's time is divided by `mc_predict`'s (the speedup). The
    tables report the median of these ratios over the rounds, with their
-   25th and 75th percentiles, and the median seconds.
+   25th and 75th percentiles, and the median seconds, for every input
+   size of Monte-Carlo prediction.
 
 The script checks that the scheduled rate did change from epoch to epoch
 (in the layers and in the variable the compiled step reads) and stops if
 not. The statistics check runs in every Monte-Carlo round; the worst round
-is reported.
+of each input size is reported.
 
 The seconds include `fit`'s and `predict`'s fixed costs per call, which are
 the ratios a user sees, not those of the bare train step or forward pass.
@@ -75,14 +90,19 @@ The backend is Keras's usual environment variable; run once per backend::
     KERAS_BACKEND=tensorflow python benchmarks/bench_dropout.py
     KERAS_BACKEND=jax python benchmarks/bench_dropout.py --json jax.json
     KERAS_BACKEND=torch python benchmarks/bench_dropout.py --rounds 20
+    KERAS_BACKEND=jax python benchmarks/bench_dropout.py --mc-rows 1,64,2000
 
-It prints two markdown tables and which of the project's targets are met.
-With the defaults (15 rounds of 40 steps, then 5 Monte-Carlo rounds) one
-backend takes about three minutes on two CPU cores, PyTorch about four (its
-`predict` loop with batches of 32 takes some 25 s a round). Each round's
-no-dropout time and each Monte-Carlo round's `mc_predict` time go to
-stderr: if they vary by more than about 20%, something else was competing
-for the CPU, and the run is best repeated.
+It prints two markdown tables, the Monte-Carlo one with a row per method
+and input size, and which of the project's targets are met: the speedup
+target and the statistics checks once per input size.
+With the defaults (15 rounds of 40 steps, then 5 Monte-Carlo rounds at 64
+and at 2000 rows) one backend takes about three minutes on two CPU cores,
+PyTorch about four (its `predict` loop over 2000 rows with batches of 32
+takes some 25 s a round); the 64 rows add up to some 20 s, mostly the 30
+fixed costs of each `predict` loop. Each round's no-dropout time and each
+Monte-Carlo round's `mc_predict` time go to stderr: if they vary by more
+than about 20%, something else was competing for the CPU, and the run is
+best repeated.
 """
 
 import argparse
@@ -125,7 +145,7 @@ REGKIT_DROPOUT = "regkit Dropout"
 SCHEDULED_DROPOUT = "regkit Dropout, rate changed every epoch"
 
 SAMPLES = 30
-MC_ROWS = 2000
+DEFAULT_MC_ROWS = (64, 2000)  # few queries (fixed costs), compute-bound
 FAIR_BATCH_SIZE = 1024
 MC_PREDICT = "mc_predict"
 LOOP_DEFAULT = "predict loop, batch 32 (default)"
@@ -330,19 +350,39 @@ def compare_statistics(loop, mc):
     }
 
 
-def time_monte_carlo(rounds, seed):
-    """Per-round CPU seconds of every method, and the statistics checks."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((MC_ROWS, INPUT_DIM), dtype=np.float32)
+def time_monte_carlo(row_counts, rounds, seed):
+    """Per-round CPU seconds and statistics checks for every input size.
+
+    One model serves every size; each size gets its own inputs, warm-up and
+    rounds. Returns a list with one dict per size: {"rows", "seconds":
+    {method: [seconds, ...]}, "statistics": {loop: [check, ...]}}.
+    """
     model = build_model(
         lambda: keras_regkit.layers.Dropout(RATE, mc=True), seed
     )
     methods = mc_methods(model)
-    mc_predict = methods[MC_PREDICT]
-    mc_predict(x)  # the eager forward pass at every chunk size
-    model.predict(x, verbose=0)  # trace and compile predict's step ...
+    results = []
+    for rows in row_counts:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((rows, INPUT_DIM), dtype=np.float32)
+        seconds, statistics = _time_monte_carlo_rows(
+            model, methods, x, rounds, seed
+        )
+        results.append(
+            {"rows": rows, "seconds": seconds, "statistics": statistics}
+        )
+    return results
+
+
+def _time_monte_carlo_rows(model, methods, x, rounds, seed):
+    """Interleaved, shuffled rounds of every method on the inputs `x`."""
+    # Warm up for these inputs' shapes (each size has its own chunks and
+    # last batches): mc_predict's eager forward pass at every chunk size ...
+    methods[MC_PREDICT](x)
+    model.predict(x, verbose=0)  # ... predict's step, traced and compiled
     model.predict(x, batch_size=FAIR_BATCH_SIZE, verbose=0)  # ... and this
 
+    rows = len(x)
     order = list(methods)
     shuffler = random.Random(seed)
     seconds = {name: [] for name in methods}
@@ -360,7 +400,7 @@ def time_monte_carlo(rounds, seed):
                 compare_statistics(results[name], results[MC_PREDICT])
             )
         print(
-            f"  MC round {round_index + 1:>2}/{rounds}: "
+            f"  MC {rows} rows, round {round_index + 1:>2}/{rounds}: "
             f"mc_predict {seconds[MC_PREDICT][-1]:.3f} s",
             file=sys.stderr,
             flush=True,
@@ -387,12 +427,14 @@ def summarize_training(seconds):
     return rows
 
 
-def summarize_monte_carlo(seconds, statistics):
-    """Median seconds, speedups and the worst statistics of every method."""
+def summarize_monte_carlo(rows, seconds, statistics):
+    """Median seconds, speedups and the worst statistics of every method,
+    for inputs of `rows` rows."""
     reference = np.asarray(seconds[MC_PREDICT])
-    rows = []
+    summary = []
     for name, times in seconds.items():
         row = {
+            "rows": rows,
             "method": name,
             "median_s": float(np.median(times)),
             "speedup": None,
@@ -405,12 +447,16 @@ def summarize_monte_carlo(seconds, statistics):
             ratios = [check["std_ratio"] for check in statistics[name]]
             row["worst_mean_gap"] = max(gaps)
             row["worst_std_ratio"] = max(ratios, key=lambda r: abs(r - 1))
-        rows.append(row)
-    return rows
+        summary.append(row)
+    return summary
 
 
-def check_targets(training_rows, mc_rows):
-    """The project's targets as (description, measured, met) triples."""
+def check_targets(training_rows, mc_summaries):
+    """The project's targets as (description, measured, met) triples.
+
+    `mc_summaries` holds one `summarize_monte_carlo` list per input size:
+    the speedup target and the statistics checks apply to each size.
+    """
     checks = []
     for row in training_rows:
         if row["vs_twin"] is not None:
@@ -422,28 +468,34 @@ def check_targets(training_rows, mc_rows):
                     ratio <= TWIN_LIMIT,
                 )
             )
-    by_method = {row["method"]: row for row in mc_rows}
-    speedup = by_method[LOOP_FAIR]["speedup"][1]
-    checks.append(
-        (
-            f"mc_predict speedup vs {LOOP_FAIR} >= {SPEEDUP_TARGET:.0f}x",
-            f"{speedup:.2f}x",
-            speedup >= SPEEDUP_TARGET,
-        )
-    )
-    gap_limit = MEAN_GAP_FACTOR * expected_mean_gap()
-    for name in (LOOP_DEFAULT, LOOP_FAIR):
-        gap = by_method[name]["worst_mean_gap"]
-        ratio = by_method[name]["worst_std_ratio"]
+    for summary in mc_summaries:
+        by_method = {row["method"]: row for row in summary}
+        rows = summary[0]["rows"]
+        speedup = by_method[LOOP_FAIR]["speedup"][1]
         checks.append(
             (
-                f"mc_predict statistics equal {name}'s: mean gap <= "
-                f"{gap_limit:.2f} std, std ratio within "
-                f"{STD_TOLERANCE:.0%}",
-                f"{gap:.3f} std, {ratio:.3f}",
-                gap <= gap_limit and abs(ratio - 1) <= STD_TOLERANCE,
+                f"mc_predict speedup vs {LOOP_FAIR} >= "
+                f"{SPEEDUP_TARGET:.0f}x, {rows} rows",
+                f"{speedup:.2f}x",
+                speedup >= SPEEDUP_TARGET,
             )
         )
+    gap_limit = MEAN_GAP_FACTOR * expected_mean_gap()
+    for summary in mc_summaries:
+        by_method = {row["method"]: row for row in summary}
+        rows = summary[0]["rows"]
+        for name in (LOOP_DEFAULT, LOOP_FAIR):
+            gap = by_method[name]["worst_mean_gap"]
+            ratio = by_method[name]["worst_std_ratio"]
+            checks.append(
+                (
+                    f"mc_predict statistics equal {name}'s, {rows} rows: "
+                    f"mean gap <= {gap_limit:.2f} std, std ratio within "
+                    f"{STD_TOLERANCE:.0%}",
+                    f"{gap:.3f} std, {ratio:.3f}",
+                    gap <= gap_limit and abs(ratio - 1) <= STD_TOLERANCE,
+                )
+            )
     return checks
 
 
@@ -469,22 +521,38 @@ def training_table(rows):
     return "\n".join(lines)
 
 
-def monte_carlo_table(rows):
+def monte_carlo_table(summaries):
+    """One table for every input size, a row per method and size."""
     lines = [
-        f"| method | s / {SAMPLES} samples "
+        f"| rows | method | s / {SAMPLES} samples "
         "| speedup of mc_predict (p25-p75) "
         "| worst mean gap (std) | worst std ratio |",
-        "|---|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|",
     ]
-    for row in rows:
+    for row in (row for summary in summaries for row in summary):
         gap, ratio = row["worst_mean_gap"], row["worst_std_ratio"]
         lines.append(
-            f"| {row['method']} | {row['median_s']:.3f} "
+            f"| {row['rows']} | {row['method']} | {row['median_s']:.3f} "
             f"| {_ratio_cell(row['speedup'])} "
             f"| {'' if gap is None else f'{gap:.3f}'} "
             f"| {'' if ratio is None else f'{ratio:.3f}'} |"
         )
     return "\n".join(lines)
+
+
+def parse_row_counts(text):
+    """`--mc-rows`: comma-separated, distinct row counts of at least 1."""
+    try:
+        counts = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if min(counts) < 1 or len(set(counts)) < len(counts):
+        raise argparse.ArgumentTypeError(
+            f"row counts must be distinct and at least 1, got {text!r}"
+        )
+    return counts
 
 
 def parse_args(argv=None):
@@ -512,6 +580,15 @@ def parse_args(argv=None):
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--mc-rows",
+        type=parse_row_counts,
+        default=list(DEFAULT_MC_ROWS),
+        metavar="N[,N...]",
+        help="input sizes of Monte-Carlo prediction, in rows, timed one "
+        "after another (default: "
+        f"{','.join(map(str, DEFAULT_MC_ROWS))})",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="data, weights and order seed"
     )
     parser.add_argument(
@@ -531,16 +608,22 @@ def main(argv=None):
     print(
         f"Backend {backend}: {len(VARIANTS)} training variants, "
         f"{args.rounds} rounds of {args.steps} steps, then "
-        f"{args.mc_rounds} Monte-Carlo rounds; keras_regkit at {revision}",
+        f"{args.mc_rounds} Monte-Carlo rounds at each of "
+        f"{', '.join(map(str, args.mc_rows))} rows; "
+        f"keras_regkit at {revision}",
         file=sys.stderr,
         flush=True,
     )
     started = time.perf_counter()
     training_seconds = time_training(args.steps, args.rounds, args.seed)
-    mc_seconds, statistics = time_monte_carlo(args.mc_rounds, args.seed)
+    mc_results = time_monte_carlo(args.mc_rows, args.mc_rounds, args.seed)
     training_rows = summarize_training(training_seconds)
-    mc_rows = summarize_monte_carlo(mc_seconds, statistics)
-    checks = check_targets(training_rows, mc_rows)
+    for result in mc_results:
+        result["summary"] = summarize_monte_carlo(
+            result["rows"], result["seconds"], result["statistics"]
+        )
+    mc_summaries = [result["summary"] for result in mc_results]
+    checks = check_targets(training_rows, mc_summaries)
     elapsed = time.perf_counter() - started
 
     print(
@@ -551,11 +634,11 @@ def main(argv=None):
     print(training_table(training_rows))
     print(
         f"\n### {backend}: Monte-Carlo prediction ({args.mc_rounds} rounds, "
-        f"{SAMPLES} samples of {MC_ROWS} rows; speedup = loop time / "
+        f"{SAMPLES} samples of each number of rows; speedup = loop time / "
         f"mc_predict time; mean gap = mean |difference of the means| / "
         f"average std, about {expected_mean_gap():.2f} expected)\n"
     )
-    print(monte_carlo_table(mc_rows))
+    print(monte_carlo_table(mc_summaries))
     print("\n| target | measured | met |\n|---|---:|---|")
     for description, measured, met in checks:
         print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
@@ -581,15 +664,15 @@ def main(argv=None):
                 "scheduled_rates": SCHEDULED_RATES,
                 "mc_rounds": args.mc_rounds,
                 "samples": SAMPLES,
-                "mc_rows": MC_ROWS,
+                "mc_rows": args.mc_rows,
                 "fair_batch_size": FAIR_BATCH_SIZE,
                 "seed": args.seed,
             },
             "seconds_per_epoch": training_seconds,
             "training_summary": training_rows,
-            "mc_seconds": mc_seconds,
-            "mc_statistics": statistics,
-            "mc_summary": mc_rows,
+            # One entry per input size: {"rows", "seconds", "statistics",
+            # "summary"}, in the order of --mc-rows.
+            "monte_carlo": mc_results,
             "targets": [
                 {"target": description, "measured": measured, "met": met}
                 for description, measured, met in checks

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -229,7 +230,8 @@ class _Sampler:
 
     Each call makes `count` passes over some rows at once, with masks drawn
     from a generator of its own. On JAX, whose eager calls dispatch one
-    small kernel at a time, the passes run through one compiled function.
+    small kernel at a time, the passes run through one compiled function,
+    kept from one `mc_predict` call to the next.
     """
 
     def __init__(self, model, layers, seed):
@@ -239,7 +241,8 @@ class _Sampler:
         self.generator = keras.random.SeedGenerator(seed)
         self._compiled = None
         if keras.backend.backend() == "jax" and model.built:
-            self._compiled = _jax_compiled(self)
+            self._compiled = _JaxPasses.of(model, layers, self.tiling_layer)
+            self._values = self._compiled.current_values()
 
     def __call__(self, part, count):
         """Outputs of `count` passes over `part`, shaped (count, rows, ...)."""
@@ -255,55 +258,79 @@ class _Sampler:
     def _run(self, part, count, tiling_layer):
         if tiling_layer is None:
             part = keras.tree.map_structure(
-                lambda a: np.concatenate([a] * count, axis=0), part
+                lambda a: np.tile(a, (count,) + (1,) * (a.ndim - 1)), part
             )
         if self._compiled is not None:
-            return self._compiled(part, count, tiling_layer is not None)
-        self.switch_on(count, tiling_layer)
+            state = self.generator.state
+            outputs, seed_value = self._compiled.run(
+                self._values, state.value, part, count, tiling_layer is not None
+            )
+            state.assign(seed_value)
+            return outputs
+        _switch_on(self.layers, self.generator, count, tiling_layer)
         with _no_gradient_tape():
             return self.model(part, training=False)
-
-    def switch_on(self, count, tiling_layer):
-        draw = MonteCarloDraw(self.generator, count)
-        for layer in self.layers:
-            layer._monte_carlo = draw
-        if tiling_layer is not None:
-            tiling_layer._monte_carlo = MonteCarloDraw(
-                self.generator, count, tile=True
-            )
 
     def switch_off(self):
         for layer in self.layers:
             layer._monte_carlo = None
 
 
-def _jax_compiled(sampler):
-    """`sampler`'s passes as one jitted, stateless JAX function."""
-    import jax
+def _switch_on(layers, generator, count, tiling_layer):
+    """Puts `layers` in sampling mode; `tiling_layer` makes the copies."""
+    draw = MonteCarloDraw(generator, count)
+    for layer in layers:
+        layer._monte_carlo = draw
+    if tiling_layer is not None:
+        tiling_layer._monte_carlo = MonteCarloDraw(generator, count, tile=True)
 
-    model = sampler.model
-    variables = [*model.trainable_variables, *model.non_trainable_variables]
-    values = [variable.value for variable in variables]
-    seed_state = sampler.generator.state
 
-    def run(values, seed_value, inputs, count, tile):
-        mapping = [*zip(variables, values, strict=True)]
-        mapping.append((seed_state, seed_value))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            sampler.switch_on(count, sampler.tiling_layer if tile else None)
-            outputs = model(inputs, training=False)
-            return outputs, scope.get_current_value(seed_state)
+class _JaxPasses:
+    """A model's sampling passes as one jitted, stateless JAX function.
 
-    jitted = jax.jit(run, static_argnums=(3, 4))
+    `run(values, seed_value, inputs, count, tile)` takes the values of the
+    model's variables and of a seed generator's state, and returns the
+    outputs and the generator's next state. One instance is kept per model
+    (while the model lives and its variables stay the same), so that JAX's
+    compilation cache serves later `mc_predict` calls.
+    """
 
-    def compiled(inputs, count, tile):
-        outputs, seed_value = jitted(
-            values, seed_state.value, inputs, count, tile
-        )
-        seed_state.assign(seed_value)
-        return outputs
+    _by_model = weakref.WeakKeyDictionary()
 
-    return compiled
+    @classmethod
+    def of(cls, model, layers, tiling_layer):
+        variables = [*model.trainable_variables, *model.non_trainable_variables]
+        key = (tuple(map(id, variables)), tuple(map(id, layers)))
+        passes = cls._by_model.get(model)
+        if passes is None or passes.key != key:
+            passes = cls(model, layers, tiling_layer, variables, key)
+            cls._by_model[model] = passes
+        return passes
+
+    def __init__(self, model, layers, tiling_layer, variables, key):
+        import jax
+
+        self.key = key
+        self.variables = variables
+        # The traced function routes the seed through this generator's
+        # state; each call passes in the value of its own generator.
+        seed_slot = keras.random.SeedGenerator(0)
+        model_ref = weakref.ref(model)  # the cache must not keep it alive
+
+        def run(values, seed_value, inputs, count, tile):
+            mapping = [*zip(variables, values, strict=True)]
+            mapping.append((seed_slot.state, seed_value))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                _switch_on(
+                    layers, seed_slot, count, tiling_layer if tile else None
+                )
+                outputs = model_ref()(inputs, training=False)
+                return outputs, scope.get_current_value(seed_slot.state)
+
+        self.run = jax.jit(run, static_argnums=(3, 4))
+
+    def current_values(self):
+        return [variable.value for variable in self.variables]
 
 
 def _split(array, count):

@@ -163,4 +163,4 @@ def _stack_copies(x, copies):
     """`copies` copies of the rows of `x`, one after the other."""
     if copies == 1:
         return x
-    return ops.concatenate([x] * copies, axis=0)
+    return ops.tile(x, (copies,) + (1,) * (len(x.shape) - 1))
