@@ -102,7 +102,15 @@ class StochasticLayer(keras.layers.Layer):
 
     @property
     def rate(self):
-        """The fraction of units dropped; assign to change it, even in fit."""
+        """The fraction of units dropped; assign a float in [0, 1) to change it.
+
+        The next step of a compiled `fit`, `evaluate` or `predict` uses the
+        new rate. Change it between epochs (in a callback's `on_epoch_begin`
+        or `on_epoch_end`, as `DropoutScheduler` does) or between calls: on
+        JAX, `fit` holds every variable in its own state during an epoch and
+        writes that state back at the epoch's end, over a rate set
+        mid-epoch.
+        """
         return self._rate
 
     @rate.setter
