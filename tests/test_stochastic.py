@@ -406,3 +406,17 @@ def test_mirrored_strategy_with_scheduled_rates():
         assert abs(dropped - rate) < tolerance
     assert result["replica_rates"] == pytest.approx([0.6, 0.6])
     assert all(math.isfinite(loss) for loss in history["loss"])
+
+
+@pytest.mark.tensorflow_only
+def test_exported_saved_model_serves_with_mc_dropout(tmp_path):
+    import tensorflow as tf
+
+    layer = Dropout(0.5, mc=True, seed=1)
+    model = keras.Sequential([keras.Input((64,)), layer])
+    layer.rate = 0.25  # the export reads the rate's variable
+    model.export(str(tmp_path / "exported"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    out = served.serve(np.ones((64, 64), "float32")).numpy()
+    np.testing.assert_allclose(out[out != 0], 1 / 0.75, rtol=1e-6)
+    assert abs((out == 0).mean() - 0.25) < _tolerance(0.25, 64 * 64)
