@@ -1,5 +1,6 @@
-"""Callbacks for `fit`: `DropoutScheduler`."""
+"""Callbacks for `fit`: `DropoutScheduler`, `EarlyStopping`."""
 
 from keras_regkit.callbacks.dropout_scheduler import DropoutScheduler
+from keras_regkit.callbacks.early_stopping import EarlyStopping
 
-__all__ = ["DropoutScheduler"]
+__all__ = ["DropoutScheduler", "EarlyStopping"]

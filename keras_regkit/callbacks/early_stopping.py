@@ -1,0 +1,376 @@
+"""Early stopping: Keras's callback, and what its users keep asking for."""
+
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+
+from keras_regkit import _validation
+from keras_regkit.callbacks._prechelt import PrecheltCriterion
+
+_MODES = ("auto", "min", "max")
+_DELTA_MODES = ("abs", "rel")
+_CRITERIA = ("patience", "gl", "pq", "up")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected one of "
+            f"{', '.join(repr(c) for c in choices)}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _optional_number(name, value):
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(
+            f"Invalid value received for argument `{name}`. Expected None or "
+            f"a number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _non_negative_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(
+            f"Invalid value received for argument `{name}`. Expected a "
+            f"non-negative integer. Received: {name}={value!r}"
+        )
+    if value < 0:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a "
+            f"non-negative integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _finite_magnitude(name, value):
+    number = _optional_number(name, value)
+    if number is None or not math.isfinite(number):
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a "
+            f"finite number. Received: {name}={value!r}"
+        )
+    return abs(number)
+
+
+def _criterion_alpha(criterion, alpha):
+    """Checks `alpha`: unused by "patience", a positive threshold otherwise."""
+    if criterion == "patience":
+        if alpha is not None:
+            raise ValueError(
+                "Invalid value received for argument `alpha`. It applies to "
+                "criterion 'gl', 'pq' or 'up', not 'patience'. Received: "
+                f"alpha={alpha!r}"
+            )
+        return None
+    if criterion == "up":
+        return _validation.positive_int("alpha", alpha)
+    return _validation.positive_float("alpha", alpha)
+
+
+def _metric_direction(model, name):
+    """'up', 'down' or None: the direction Keras records for a metric."""
+    for metric in getattr(model, "metrics", []):
+        for inner in [metric, *getattr(metric, "metrics", [])]:
+            if getattr(inner, "name", None) == name:
+                direction = getattr(inner, "_direction", None)
+                if direction in ("up", "down"):
+                    return direction
+    return None
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training when a monitored quantity has stopped improving.
+
+    A drop-in for `keras.callbacks.EarlyStopping` (Keras 3.15): the same
+    arguments, defaults, attributes (`wait`, `stopped_epoch`, `best`,
+    `best_epoch`, `best_weights`, `monitor_op`) and behaviour, written
+    anew (Keras does not export its base class), plus:
+
+    - `min_delta_mode="rel"`: an improvement must beat the best by a
+      fraction `min_delta` of it, as in skorch.
+    - `check_finite`: a NaN or infinite value stops training at once.
+    - `stopping_threshold` / `divergence_threshold`: stop as soon as the
+      value is at least this good / worse than this (PyTorch Lightning).
+    - `strict`: a missing monitored key warns once naming the keys there
+      are, or with `strict=True` raises.
+    - `stop_reason`: why training stopped.
+
+    One difference, on purpose: Keras's docstring promises that when no
+    epoch improves on `baseline`, training runs for `patience` epochs; Keras
+    3.15 keeps training while the value improves without reaching the
+    baseline (keras-team/keras#13860). This callback does what the
+    docstring says.
+
+    Args:
+        monitor: the quantity to watch, a key of `fit`'s logs.
+        min_delta: the smallest change that counts as an improvement.
+        patience: epochs without improvement before stopping.
+        verbose: 0 or 1; 1 prints when the callback acts.
+        mode: "auto", "min" or "max". "auto" minimises losses and reads the
+            direction Keras records for compiled metrics.
+        baseline: None, or a value the monitored quantity must beat.
+        restore_best_weights: restore the weights of the best epoch at the
+            end of training.
+        start_from_epoch: epochs to wait before monitoring.
+        min_delta_mode: "abs" or "rel", keyword-only.
+        check_finite: stop on a NaN or infinite value, keyword-only.
+        stopping_threshold: None or a number, keyword-only.
+        divergence_threshold: None or a number, keyword-only.
+        strict: raise instead of warning on a missing key, keyword-only.
+    """
+
+    def __init__(
+        self,
+        monitor="val_loss",
+        min_delta=0,
+        patience=0,
+        verbose=0,
+        mode="auto",
+        baseline=None,
+        restore_best_weights=False,
+        start_from_epoch=0,
+        *,
+        min_delta_mode="abs",
+        check_finite=False,
+        stopping_threshold=None,
+        divergence_threshold=None,
+        strict=False,
+        criterion="patience",
+        alpha=None,
+        strip_length=5,
+        training_key="loss",
+    ):
+        super().__init__()
+        if not isinstance(monitor, str):
+            raise TypeError(
+                "Invalid value received for argument `monitor`. Expected a "
+                f"string. Received: monitor={monitor!r}"
+            )
+        self.monitor = monitor
+        # Keras takes the magnitude of a negative min_delta; so do we.
+        self.min_delta = _finite_magnitude("min_delta", min_delta)
+        self.patience = _non_negative_int("patience", patience)
+        self.verbose = verbose
+        self.mode = _choice("mode", mode, _MODES)
+        self.baseline = _optional_number("baseline", baseline)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = _non_negative_int(
+            "start_from_epoch", start_from_epoch
+        )
+        self.min_delta_mode = _choice(
+            "min_delta_mode", min_delta_mode, _DELTA_MODES
+        )
+        self.check_finite = bool(check_finite)
+        self.stopping_threshold = _optional_number(
+            "stopping_threshold", stopping_threshold
+        )
+        self.divergence_threshold = _optional_number(
+            "divergence_threshold", divergence_threshold
+        )
+        self.strict = bool(strict)
+        self.criterion = _choice("criterion", criterion, _CRITERIA)
+        self.alpha = _criterion_alpha(self.criterion, alpha)
+        self.strip_length = _validation.positive_int(
+            "strip_length", strip_length
+        )
+        if not isinstance(training_key, str):
+            raise TypeError(
+                "Invalid value received for argument `training_key`. "
+                f"Expected a string. Received: training_key={training_key!r}"
+            )
+        self.training_key = training_key
+        self._prechelt = None
+        self.monitor_op = None
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_epoch = 0
+        self.best_weights = None
+        self.stop_reason = None
+        self._warned_missing = False
+
+    def get_config(self):
+        keys = (
+            "monitor",
+            "min_delta",
+            "patience",
+            "verbose",
+            "mode",
+            "baseline",
+            "restore_best_weights",
+            "start_from_epoch",
+            "min_delta_mode",
+            "check_finite",
+            "stopping_threshold",
+            "divergence_threshold",
+            "strict",
+        )
+        return {key: getattr(self, key) for key in keys}
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_epoch = 0
+        self.best_weights = None
+        self.stop_reason = None
+        self._warned_missing = False
+        self._prechelt = None
+        if self.criterion != "patience":
+            self._prechelt = PrecheltCriterion(
+                self.criterion, self.alpha, self.strip_length
+            )
+
+    def _set_monitor_op(self):
+        if self.mode == "min":
+            self.monitor_op = keras.ops.less
+            return
+        if self.mode == "max":
+            self.monitor_op = keras.ops.greater
+            return
+        name = self.monitor.removeprefix("val_")
+        direction = "down" if name == "loss" else None
+        direction = _metric_direction(self.model, name) or direction
+        if direction is None:
+            raise ValueError(
+                f"EarlyStopping received monitor={self.monitor!r}, but cannot "
+                "tell whether that metric should be maximized or minimized. "
+                "Pass `mode='max'` or `mode='min'`."
+            )
+        self.monitor_op = (
+            keras.ops.greater if direction == "up" else keras.ops.less
+        )
+
+    def _better(self, value, reference):
+        """Whether `value` beats `reference` by more than `min_delta`."""
+        if reference is None:
+            return True
+        delta = self.min_delta
+        if self.min_delta_mode == "rel":
+            delta = self.min_delta * abs(reference)
+        if self.monitor_op is keras.ops.less:
+            return bool(value + delta < reference)
+        return bool(value - delta > reference)
+
+    def _at_least(self, value, threshold):
+        if self.monitor_op is keras.ops.less:
+            return value <= threshold
+        return value >= threshold
+
+    def _stop(self, epoch, reason):
+        self.stopped_epoch = epoch
+        self.stop_reason = reason
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+            if self._prechelt and self.monitor_op is keras.ops.greater:
+                raise ValueError(
+                    "Prechelt's criteria compare errors, which are "
+                    f"minimized; `{self.monitor}` is maximized here."
+                )
+        current = self._monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.check_finite and not math.isfinite(current):
+            self._stop(epoch, f"{self.monitor} is {current}, not finite")
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        improved = self._better(current, self.best)
+        if improved:
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._better(current, self.baseline):
+                self.wait = 0
+        if self.stopping_threshold is not None and self._at_least(
+            current, self.stopping_threshold
+        ):
+            self._stop(
+                epoch,
+                f"{self.monitor} = {current:.6g} reached the stopping "
+                f"threshold {self.stopping_threshold:g}",
+            )
+            return
+        if self.divergence_threshold is not None and not self._at_least(
+            current, self.divergence_threshold
+        ):
+            self._stop(
+                epoch,
+                f"{self.monitor} = {current:.6g} is worse than the "
+                f"divergence threshold {self.divergence_threshold:g}",
+            )
+            return
+        if self._prechelt is not None:
+            reason = self._prechelt.update(current, self._training_error(logs))
+            if reason is not None:
+                self._stop(epoch, reason)
+            return
+        if improved and self.wait == 0:
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self._stop(
+                epoch,
+                f"no improvement of {self.monitor} in {self.wait} epochs "
+                f"(patience {self.patience})",
+            )
+
+    def on_train_end(self, logs=None):
+        if self.stop_reason is None and self.model.stop_training:
+            self.stop_reason = "another callback stopped training"
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(
+                f"Epoch {self.stopped_epoch + 1}: early stopping: "
+                f"{self.stop_reason}."
+            )
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print(
+                    "Restoring model weights from the end of the best epoch: "
+                    f"{self.best_epoch + 1}."
+                )
+            self.model.set_weights(self.best_weights)
+
+    def _training_error(self, logs):
+        """`E_tr` for Prechelt's PQ: `logs[training_key]`."""
+        if self.criterion != "pq":
+            return None
+        value = (logs or {}).get(self.training_key)
+        if value is None:
+            raise ValueError(
+                f"criterion='pq' needs the training error `{self.training_key}`"
+                f" in the logs. Available keys: {', '.join(logs or {})}"
+            )
+        return float(value)
+
+    def _monitor_value(self, logs):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None:
+            return float(value)
+        message = (
+            f"EarlyStopping is conditioned on `{self.monitor}`, which is not "
+            f"in the logs. Available keys: {', '.join(logs) or '(none)'}"
+        )
+        if self.strict:
+            raise ValueError(message)
+        if not self._warned_missing:
+            warnings.warn(message, stacklevel=2)
+            self._warned_missing = True
+        return None

@@ -1,0 +1,309 @@
+"""Tests for keras_regkit.callbacks.EarlyStopping.
+
+Keras parity is checked differentially: ours and `keras.callbacks.
+EarlyStopping` are driven through the same scripted sequences of logs, and
+must stop at the same epoch with the same state and restored weights.
+"""
+
+import copy
+import itertools
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_regkit.callbacks import EarlyStopping
+
+SEQUENCES = {
+    "falls": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5],
+    "plateau": [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9],
+    "dips then rises": [1.0, 0.8, 0.85, 0.9, 0.7, 0.95, 0.99, 1.2],
+    "noisy": [0.5, 0.52, 0.49, 0.495, 0.5, 0.48, 0.481, 0.482, 0.483],
+    "rises": [0.3, 0.4, 0.5, 0.6, 0.7],
+}
+
+
+def _model():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", metrics=["accuracy", "mae"])
+    return model
+
+
+def drive(callback, values, monitor="val_loss", model=None, train=None):
+    """Runs `callback` through `values`, one epoch each, as `fit` would.
+
+    Each epoch's weights are set to the epoch number first, so the weights
+    restored at the end tell which epoch they came from.
+    """
+    model = model or _model()
+    callback.set_model(model)
+    callback.set_params({"epochs": len(values), "verbose": 0, "steps": 1})
+    model.stop_training = False
+    callback.on_train_begin()
+    ran = 0
+    for epoch, value in enumerate(values):
+        model.set_weights(
+            [np.full(w.shape, epoch, "float32") for w in model.get_weights()]
+        )
+        callback.on_epoch_begin(epoch)
+        loss = value if train is None else train[epoch]
+        callback.on_epoch_end(epoch, {monitor: value, "loss": loss})
+        ran += 1
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return {
+        "epochs": ran,
+        "stopped_epoch": callback.stopped_epoch,
+        "best": None if callback.best is None else float(callback.best),
+        "best_epoch": callback.best_epoch,
+        "wait": callback.wait,
+        "weights_of_epoch": float(model.get_weights()[0].ravel()[0]),
+    }
+
+
+CASES = [
+    dict(
+        patience=patience,
+        min_delta=min_delta,
+        restore_best_weights=rbw,
+        start_from_epoch=start,
+        mode=mode,
+    )
+    for patience, min_delta, rbw, start, mode in itertools.product(
+        [0, 1, 2, 3], [0, 0.05], [False, True], [0, 2], ["auto", "min", "max"]
+    )
+]
+
+
+@pytest.mark.parametrize("name", list(SEQUENCES))
+def test_matches_keras_on_scripted_sequences(name):
+    for kwargs in CASES:
+        values = SEQUENCES[name]
+        theirs = drive(keras.callbacks.EarlyStopping(**kwargs), values)
+        ours = drive(EarlyStopping(**kwargs), values)
+        assert ours == theirs, kwargs
+
+
+@pytest.mark.parametrize("baseline", [0.95, 0.85])
+def test_matches_keras_with_a_baseline_reached(baseline):
+    # Beaten from epoch 1 on: the region where Keras does what it documents
+    values = SEQUENCES["dips then rises"]
+    for patience in range(4):
+        for rbw in (False, True):
+            kwargs = dict(
+                patience=patience, baseline=baseline, restore_best_weights=rbw
+            )
+            theirs = drive(keras.callbacks.EarlyStopping(**kwargs), values)
+            ours = drive(EarlyStopping(**kwargs), values)
+            assert ours == theirs, kwargs
+
+
+def test_baseline_never_reached_stops_after_patience():
+    # Keras 3.15 keeps training while the value improves without reaching
+    # the baseline (keras-team/keras#13860); its docstring promises this:
+    values = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7]
+    theirs = drive(
+        keras.callbacks.EarlyStopping(patience=2, baseline=0.1), values
+    )
+    ours = drive(EarlyStopping(patience=2, baseline=0.1), values)
+    assert theirs["epochs"] == len(values)  # the Keras bug, observed
+    # every epoch misses the baseline: wait 1, 2 -> stop after 2 epochs
+    assert ours["epochs"] == 2 and ours["stopped_epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "monitor, values, epochs",
+    [
+        ("val_accuracy", [0.5, 0.6, 0.55, 0.54], 3),  # maximised
+        ("val_mae", [0.5, 0.6, 0.55, 0.54], 2),  # minimised
+        ("loss", [0.5, 0.6, 0.55, 0.54], 2),
+    ],
+)
+def test_auto_mode_like_keras(monitor, values, epochs):
+    model = _model()
+    model.fit(np.ones((4, 1)), np.ones((4, 1)), verbose=0)  # builds metrics
+    ours = drive(EarlyStopping(monitor, patience=1), values, monitor, model)
+    theirs = drive(
+        keras.callbacks.EarlyStopping(monitor, patience=1),
+        values,
+        monitor,
+        model,
+    )
+    assert ours == theirs
+    assert ours["epochs"] == epochs
+
+
+def test_unknown_metric_direction_is_an_error():
+    with pytest.raises(ValueError, match="cannot tell whether"):
+        drive(EarlyStopping("val_mystery"), [1.0, 2.0], "val_mystery")
+
+
+def test_restores_best_weights_when_another_callback_stopped():
+    callback = EarlyStopping(patience=5, restore_best_weights=True)
+    model = _model()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate([1.0, 0.5, 0.7]):
+        model.set_weights(
+            [np.full(w.shape, epoch, "float32") for w in model.get_weights()]
+        )
+        callback.on_epoch_end(epoch, {"val_loss": value})
+    model.stop_training = True  # as TerminateOnNaN or a user would
+    callback.on_train_end()
+    assert model.get_weights()[0].ravel()[0] == 1.0
+    assert callback.stop_reason == "another callback stopped training"
+
+
+def test_relative_min_delta():
+    values = [1.0, 0.95, 0.92, 0.91]  # improvements of 5%, 3.2%, 1.1%
+    callback = EarlyStopping(patience=0, min_delta=0.02, min_delta_mode="rel")
+    result = drive(callback, values)
+    assert result["epochs"] == 4 and result["best_epoch"] == 2
+
+
+def test_non_finite_value_stops_at_once_and_keeps_the_best():
+    values = [1.0, 0.5, float("nan"), 0.4]
+    callback = EarlyStopping(
+        patience=5, check_finite=True, restore_best_weights=True
+    )
+    result = drive(callback, values)
+    assert result["epochs"] == 3 and result["weights_of_epoch"] == 1.0
+    assert "not finite" in callback.stop_reason
+
+
+@pytest.mark.parametrize(
+    "kwargs, epochs, reason",
+    [
+        ({"stopping_threshold": 0.6}, 3, "reached the stopping threshold"),
+        ({"divergence_threshold": 1.5}, 5, "worse than the divergence"),
+    ],
+)
+def test_thresholds(kwargs, epochs, reason):
+    values = [1.0, 0.8, 0.6, 1.0, 2.0, 0.1]
+    callback = EarlyStopping(patience=10, **kwargs)
+    assert drive(callback, values)["epochs"] == epochs
+    assert reason in callback.stop_reason
+
+
+def test_missing_key_warns_once_or_raises():
+    callback = EarlyStopping("val_auc", mode="max")
+    with pytest.warns(UserWarning, match=r"`val_auc`.*Available keys: loss"):
+        drive(callback, [1.0, 2.0, 3.0], monitor="loss")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drive(EarlyStopping("val_auc", mode="max"), [1.0, 2.0], "loss")
+    assert len([w for w in caught if "val_auc" in str(w.message)]) == 1
+    with pytest.raises(ValueError, match=r"`val_auc`.*Available keys"):
+        drive(EarlyStopping("val_auc", mode="max", strict=True), [1.0], "loss")
+
+
+def test_reusable_deepcopyable_and_configurable():
+    callback = EarlyStopping(patience=1)
+    first = drive(callback, SEQUENCES["plateau"])
+    second = drive(callback, SEQUENCES["plateau"])
+    assert first == second
+    copied = copy.deepcopy(EarlyStopping(patience=2, min_delta_mode="rel"))
+    assert (
+        copied.get_config()
+        == EarlyStopping(patience=2, min_delta_mode="rel").get_config()
+    )
+
+
+def test_stops_a_real_fit():
+    model = _model()
+    history = model.fit(
+        np.arange(20.0).reshape(20, 1),
+        np.zeros((20, 1)),
+        epochs=50,
+        verbose=0,
+        callbacks=[EarlyStopping("loss", stopping_threshold=1e9)],
+    )
+    assert len(history.history["loss"]) == 1
+
+
+# A hand-computed example from Prechelt's definitions (section 2.2):
+# E_va    1.0  0.8  0.7  0.75      0.9      1.0
+# E_opt   1.0  0.8  0.7  0.7       0.7      0.7
+# GL      0    0    0    7.142857  28.5714  42.857
+# E_tr    1.0  0.6  0.5  0.45      0.44     0.43
+# strips of k = 2 end at epochs 1, 3, 5 (0-based):
+# P_2(3) = 1000 * ((0.5 + 0.45) / (2 * 0.45) - 1) = 55.556, PQ = 0.12857
+# P_2(5) = 1000 * ((0.44 + 0.43) / (2 * 0.43) - 1) = 11.628, PQ = 3.6857
+VALIDATION = [1.0, 0.8, 0.7, 0.75, 0.9, 1.0]
+TRAINING = [1.0, 0.6, 0.5, 0.45, 0.44, 0.43]
+
+
+@pytest.mark.parametrize(
+    "criterion, alpha, stopped_epoch",
+    [
+        ("gl", 5.0, 3),  # 7.14 > 5
+        ("gl", 10.0, 4),  # 28.6 > 10
+        ("gl", 50.0, 0),  # never
+        ("pq", 0.1, 3),  # 0.1286 > 0.1 at the strip ending at epoch 3
+        ("pq", 0.2, 5),  # 3.69 > 0.2 at the next strip end
+        ("pq", 5.0, 0),
+    ],
+)
+def test_prechelt_criteria_by_hand(criterion, alpha, stopped_epoch):
+    callback = EarlyStopping(criterion=criterion, alpha=alpha, strip_length=2)
+    result = drive(callback, VALIDATION, train=TRAINING)
+    assert result["stopped_epoch"] == stopped_epoch
+    if criterion == "pq" and stopped_epoch == 3:
+        assert callback._prechelt.progress == pytest.approx(55.5556, rel=1e-4)
+        assert callback._prechelt.generalization_loss == pytest.approx(
+            7.142857, rel=1e-6
+        )
+
+
+@pytest.mark.parametrize("strips, stopped_epoch", [(1, 3), (2, 5), (3, 0)])
+def test_prechelt_up_counts_successive_rising_strips(strips, stopped_epoch):
+    # strip ends (k = 2) at epochs 1, 3, 5: 0.8, then 0.9 (rose), 1.0 (rose)
+    values = [1.0, 0.8, 0.7, 0.9, 0.95, 1.0]
+    callback = EarlyStopping(criterion="up", alpha=strips, strip_length=2)
+    assert drive(callback, values)["stopped_epoch"] == stopped_epoch
+
+
+def test_prechelt_needs_a_minimized_quantity():
+    model = _model()
+    model.fit(np.ones((4, 1)), np.ones((4, 1)), verbose=0)
+    callback = EarlyStopping("val_accuracy", criterion="gl", alpha=5.0)
+    with pytest.raises(ValueError, match="minimized; `val_accuracy`"):
+        drive(callback, [0.5, 0.6], "val_accuracy", model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        ({"patience": -1}, ValueError, r"`patience`.*Received: patience=-1"),
+        ({"patience": 1.5}, TypeError, r"Received: patience=1\.5"),
+        ({"mode": "up"}, ValueError, r"`mode`.*Received: mode='up'"),
+        ({"criterion": "x"}, ValueError, r"`criterion`.*criterion='x'"),
+        ({"criterion": "gl"}, TypeError, r"`alpha`.*Received: alpha=None"),
+        ({"criterion": "gl", "alpha": 0.0}, ValueError, r"alpha=0\.0"),
+        ({"criterion": "up", "alpha": 1.5}, TypeError, r"alpha=1\.5"),
+        ({"alpha": 2.0}, ValueError, r"`alpha`.*not 'patience'"),
+        ({"strip_length": 0}, ValueError, r"`strip_length`.*=0"),
+        ({"stopping_threshold": "0.1"}, TypeError, r"threshold='0\.1'"),
+        ({"divergence_threshold": True}, TypeError, r"threshold=True"),
+        ({"baseline": [1]}, TypeError, r"`baseline`.*baseline=\[1\]"),
+        ({"min_delta": float("nan")}, ValueError, r"`min_delta`.*nan"),
+        ({"min_delta_mode": "pct"}, ValueError, r"min_delta_mode='pct'"),
+        ({"monitor": 3}, TypeError, r"`monitor`.*monitor=3"),
+        ({"start_from_epoch": -2}, ValueError, r"start_from_epoch=-2"),
+    ],
+)
+def test_bad_arguments(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        EarlyStopping(**kwargs)
+
+
+def test_verbose_prints_why_it_stopped(capsys):
+    callback = EarlyStopping(patience=1, verbose=1, restore_best_weights=True)
+    drive(callback, SEQUENCES["rises"])
+    printed = capsys.readouterr().out
+    assert "Epoch 2: early stopping: no improvement of val_loss in 1" in printed
+    assert "Restoring model weights from the end of the best epoch: 1." in (
+        printed
+    )
