@@ -7,11 +7,13 @@ must stop at the same epoch with the same state and restored weights.
 
 import copy
 import itertools
+import json
 import warnings
 
 import keras
 import numpy as np
 import pytest
+from serialization import run_in_fresh_process
 
 from keras_regkit.callbacks import EarlyStopping
 
@@ -307,3 +309,88 @@ def test_verbose_prints_why_it_stopped(capsys):
     assert "Restoring model weights from the end of the best epoch: 1." in (
         printed
     )
+
+
+class _Scripted(keras.callbacks.Callback):
+    """Writes `score` into the logs and records the weights, every epoch."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = self.scores[epoch]
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def test_restores_the_best_epochs_weights_after_a_real_fit():
+    # On JAX the train step donates its input buffers: a snapshot that
+    # merely referenced them would be deleted by the next step.
+    model = _model()
+    scripted = _Scripted([0.9, 0.5, 0.7, 0.8, 0.95, 0.6])
+    model.fit(
+        np.random.default_rng(0).normal(size=(32, 1)),
+        np.ones((32, 1)),
+        epochs=6,
+        verbose=0,
+        callbacks=[
+            scripted,
+            EarlyStopping(
+                "score", mode="min", patience=3, restore_best_weights=True
+            ),
+        ],
+    )
+    assert len(scripted.weights) == 5  # stopped after 3 epochs without gain
+    for restored, best in zip(
+        model.get_weights(), scripted.weights[1], strict=True
+    ):
+        np.testing.assert_array_equal(restored, best)
+    assert not np.array_equal(scripted.weights[1][0], scripted.weights[4][0])
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_restores_the_best_weights():
+    output = run_in_fresh_process(
+        """
+        import json
+        import numpy as np
+        import tensorflow as tf
+        import keras
+        from keras_regkit.callbacks import EarlyStopping
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        scores = [0.9, 0.5, 0.7, 0.8, 0.95, 0.6]
+        seen = []
+
+        class Scripted(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["score"] = scores[epoch]
+                seen.append([np.array(w) for w in self.model.get_weights()])
+
+        with strategy.scope():
+            model = keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3)]
+            )
+            model.compile(optimizer="sgd", loss="mse")
+        callback = EarlyStopping(
+            "score", mode="min", patience=3, restore_best_weights=True
+        )
+        model.fit(
+            np.random.default_rng(0).normal(size=(64, 4)),
+            np.ones((64, 3)), batch_size=16, epochs=6, verbose=0,
+            callbacks=[Scripted(), callback],
+        )
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(model.get_weights(), seen[1])
+        )
+        print(json.dumps([len(seen), callback.stopped_epoch, same]))
+        """
+    )
+    assert json.loads(output.strip().splitlines()[-1]) == [5, 4, True]

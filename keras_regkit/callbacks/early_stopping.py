@@ -63,6 +63,21 @@ def _finite_magnitude(name, value):
     return abs(number)
 
 
+def _snapshot(model, previous):
+    """Copies of `model.weights` where they live (no trip to the host).
+
+    The copies replace those in `previous` one weight at a time, so at most
+    one copy of the weights (and one weight more) exists besides the model.
+    """
+    weights = model.weights
+    if previous is None or len(previous) != len(weights):
+        previous = [None] * len(weights)
+    for index, weight in enumerate(weights):
+        previous[index] = None  # free the old copy first
+        previous[index] = keras.ops.copy(weight.value)
+    return previous
+
+
 def _criterion_alpha(criterion, alpha):
     """Checks `alpha`: unused by "patience", a positive threshold otherwise."""
     if criterion == "patience":
@@ -128,6 +143,33 @@ class EarlyStopping(keras.callbacks.Callback):
         stopping_threshold: None or a number, keyword-only.
         divergence_threshold: None or a number, keyword-only.
         strict: raise instead of warning on a missing key, keyword-only.
+        criterion: "patience" (Keras's rule), or one of Prechelt's "gl",
+            "pq" and "up" ("Early Stopping - But When?", 1998), which
+            replace the patience rule; keyword-only.
+        alpha: the threshold of "gl" and "pq", the number of strips of
+            "up"; keyword-only.
+        strip_length: epochs per strip for "pq" and "up", keyword-only.
+        training_key: the log key of the training error for "pq",
+            keyword-only.
+
+    With `restore_best_weights=True` the best weights are copied where they
+    live (`keras.ops.copy`, on the accelerator if there is one) rather than
+    to host numpy arrays, one weight at a time over the previous copy: at
+    most one extra copy of the weights is held.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_regkit.callbacks import EarlyStopping
+    >>> callback = EarlyStopping(monitor="loss", patience=3)
+    >>> model = keras.Sequential([keras.layers.Dense(10)])
+    >>> model.compile(keras.optimizers.SGD(), loss="mse")
+    >>> history = model.fit(
+    ...     np.arange(100).reshape(5, 20), np.zeros(5), epochs=10,
+    ...     batch_size=1, callbacks=[callback], verbose=0,
+    ... )
+    >>> len(history.history["loss"]), callback.stop_reason
+    (4, 'no improvement of loss in 3 epochs (patience 3)')
     """
 
     def __init__(
@@ -288,7 +330,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self._stop(epoch, f"{self.monitor} is {current}, not finite")
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = self.model.get_weights()
+            self.best_weights = _snapshot(self.model, self.best_weights)
             self.best_epoch = epoch
         self.wait += 1
         improved = self._better(current, self.best)
@@ -296,7 +338,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                self.best_weights = _snapshot(self.model, self.best_weights)
             if self.baseline is None or self._better(current, self.baseline):
                 self.wait = 0
         if self.stopping_threshold is not None and self._at_least(
