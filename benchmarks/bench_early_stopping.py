@@ -1,0 +1,629 @@
+"""Epoch-time and memory cost of EarlyStopping's `restore_best_weights`.
+
+What is measured
+----------------
+Training. An MLP 784-2048-2048-2048-10 (ReLU), 10,020,874 parameters
+(40.1 MB of float32; the script counts them from the model and prints
+them), trained with `keras.optimizers.SGD(0.01)` and sparse categorical
+cross-entropy on synthetic data (numpy, fixed seed), batch 128, one epoch
+per `fit` call, with:
+
+- no early stopping (the baseline);
+- Keras's `keras.callbacks.EarlyStopping(monitor="score", mode="min",
+  patience=5, restore_best_weights=True)`, which snapshots the weights with
+  `model.get_weights()`, host numpy copies;
+- keras_regkit's `keras_regkit.callbacks.EarlyStopping` with the same
+  arguments, which snapshots them with `keras.ops.copy`, backend tensors
+  where the weights live, each copy replacing the previous one's weight.
+
+Every variant, the baseline too, has a small callback before the early
+stopping one that writes `logs["score"]`, lower at every epoch (a counter
+kept across `fit` calls): the monitored value improves at every epoch, so
+every epoch snapshots the weights. Epochs are short (`--steps` batches, 5
+by default) so that the snapshots' cost shows.
+
+Each `fit` call resets the callback (`on_train_begin`), so in a one-epoch
+`fit` both implementations take the "best weights were never set"
+snapshot, then the improvement's snapshot (two snapshots, the second
+replacing the first), and restore the best weights at the end of training
+(`set_weights`): each timed epoch pays two snapshots and one restore, more
+than an improving epoch of a long `fit` (one snapshot, the restore being
+once per `fit`). The extra milliseconds are thus an upper bound on an
+epoch's cost, and the ratio of the two implementations compares the same
+work. The script checks after every `fit` that each callback holds best
+weights taken at that epoch, and stops if not.
+
+Memory. Outside the timed rounds, in a fresh Python process for each
+implementation (so that neither inherits the other's freed memory), the
+same model is warmed up with two epochs of `fit`, then:
+
+1. a snapshot is taken (`model.get_weights()`, or keras_regkit's
+   `early_stopping._snapshot(model, None)`) and the model trains one epoch;
+2. a second snapshot replaces the first, as the callback does on an
+   improvement (Keras's list is replaced once the new one is built,
+   keras_regkit's copies one weight at a time over the old ones), and the
+   model trains one more epoch.
+
+The process's resident memory (VmRSS in `/proc/self/status`) is read
+before (after a control epoch without any snapshot) and after each step,
+and its peak (VmHWM, reset through `/proc/self/clear_refs`) during each
+snapshot. Training after a snapshot matters: on TensorFlow a copy may share
+its buffer with the variable until the optimizer writes to it. The target
+is at most one extra copy of the weights, plus one weight (the largest),
+which keras_regkit's docstring promises; Keras's replacing snapshot should
+peak near two copies. Resident memory counts what the allocators hold, not
+what is in use (a freed buffer may stay in the process), so these figures
+are approximate: compare them with the weights' size, not to the MB.
+
+Method
+------
+As in `bench_regularizers.py`, variants are compared under the same
+conditions rather than one after another:
+
+1. Every model is built and compiled once (same initial weights for all),
+   then warmed up with one epoch of `fit`, which traces and compiles its
+   train step.
+2. For `--rounds` rounds, each variant trains one epoch of `--steps`
+   batches with `model.fit(x, y, batch_size=128, initial_epoch=n,
+   epochs=n + 1, verbose=0, callbacks=[...])`, `n` counting the model's
+   earlier epochs. The order of the variants is shuffled every round
+   (seeded), and each epoch is timed in process CPU time
+   (`time.process_time()`, all threads together), which counts the work
+   done rather than the time spent waiting for the CPU.
+3. Within each round, every variant's time is divided by the baseline's
+   time of the same round, and keras_regkit's by Keras's; the baseline's
+   time is also subtracted from each early-stopping variant's (the extra
+   milliseconds per epoch). The table reports the median of these over the
+   rounds, with their 25th and 75th percentiles, and the median seconds.
+
+The seconds include `fit`'s fixed cost per call (callbacks, data
+iterator), the same for every variant: the ratios are those a user sees.
+
+Usage
+-----
+The backend is Keras's usual environment variable; run once per backend::
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_early_stopping.py
+    KERAS_BACKEND=jax python benchmarks/bench_early_stopping.py --json j.json
+    KERAS_BACKEND=torch python benchmarks/bench_early_stopping.py --rounds 30
+
+It prints a markdown table of the epoch times, one of the memory, and which
+of the project's targets are met. Each round's baseline time goes to stderr:
+if those vary by more than about 20%, something else was competing for the
+CPU, and the run is best repeated.
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+# The data and the helpers shared with the penalties' benchmark, found next
+# to this script (Python puts the script's folder on sys.path).
+from bench_regularizers import (
+    BATCH_SIZE,
+    INPUT_DIM,
+    LEARNING_RATE,
+    NUM_CLASSES,
+    backend_version,
+    make_data,
+    quartiles,
+    source_revision,
+)
+
+import keras_regkit
+from keras_regkit.callbacks.early_stopping import _snapshot
+
+HIDDEN_UNITS = (2048, 2048, 2048)  # with 784 inputs, 10 M parameters
+MONITOR = "score"
+PATIENCE = 5
+
+BASELINE = "no early stopping"
+KERAS_STOPPING = "keras EarlyStopping"
+REGKIT_STOPPING = "regkit EarlyStopping"
+
+# Project targets: keras_regkit's callback may cost at most this much
+# relative to Keras's (1.00x, with 2% allowed for noise) ...
+TWIN_LIMIT = 1.02
+# ... and hold at most one extra copy of the weights, plus one weight.
+
+
+def stopping_arguments():
+    return {
+        "monitor": MONITOR,
+        "mode": "min",
+        "patience": PATIENCE,
+        "restore_best_weights": True,
+    }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to time: its early-stopping callback, if any."""
+
+    name: str
+    make_callback: Callable[[], keras.callbacks.Callback] | None = None
+    twin: str | None = None  # the variant this one is compared to
+
+
+VARIANTS = (
+    Variant(BASELINE),
+    Variant(
+        KERAS_STOPPING,
+        lambda: keras.callbacks.EarlyStopping(**stopping_arguments()),
+    ),
+    Variant(
+        REGKIT_STOPPING,
+        lambda: keras_regkit.callbacks.EarlyStopping(**stopping_arguments()),
+        twin=KERAS_STOPPING,
+    ),
+)
+
+
+class FallingScore(keras.callbacks.Callback):
+    """Writes `logs[MONITOR]`, lower at every epoch, across `fit` calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls += 1
+        logs[MONITOR] = float(-self.calls)
+
+
+def build_model(seed):
+    """The compiled MLP, with the same initial weights for all variants."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((INPUT_DIM,))]
+    for units in HIDDEN_UNITS:
+        layers.append(keras.layers.Dense(units, activation="relu"))
+    layers.append(keras.layers.Dense(NUM_CLASSES))
+    model = keras.Sequential(layers)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model
+
+
+def weights_bytes(model):
+    """The size of `model.weights`, what a snapshot copies."""
+    return sum(
+        math.prod(weight.shape) * np.dtype(weight.dtype).itemsize
+        for weight in model.weights
+    )
+
+
+def largest_weight_bytes(model):
+    return max(
+        math.prod(weight.shape) * np.dtype(weight.dtype).itemsize
+        for weight in model.weights
+    )
+
+
+class Trainee:
+    """A variant's model, its epoch count and its callbacks."""
+
+    def __init__(self, variant, seed):
+        self.name = variant.name
+        self.model = build_model(seed)
+        self.epochs = 0
+        # The score must be in the logs before early stopping reads them.
+        self.callbacks = [FallingScore()]
+        self.stopping = None
+        if variant.make_callback is not None:
+            self.stopping = variant.make_callback()
+            self.callbacks.append(self.stopping)
+
+    def train_one_epoch(self, x, y):
+        """Process CPU seconds for one epoch of `fit`."""
+        gc.collect()
+        start = time.process_time()
+        self.model.fit(
+            x,
+            y,
+            batch_size=BATCH_SIZE,
+            initial_epoch=self.epochs,
+            epochs=self.epochs + 1,
+            callbacks=self.callbacks,
+            verbose=0,
+        )
+        seconds = time.process_time() - start
+        self._check_snapshot()
+        self.epochs += 1
+        return seconds
+
+    def _check_snapshot(self):
+        """Stops unless the callback took the best weights of this epoch."""
+        stopping = self.stopping
+        if stopping is None:
+            return
+        weights = stopping.best_weights
+        if (
+            weights is None
+            or len(weights) != len(self.model.weights)
+            or stopping.best_epoch != self.epochs
+            or self.model.stop_training
+        ):
+            raise RuntimeError(
+                f"{self.name}: after epoch {self.epochs}, best_epoch "
+                f"{stopping.best_epoch}, best_weights "
+                f"{'None' if weights is None else len(weights)}, "
+                f"stop_training {self.model.stop_training}"
+            )
+
+
+def time_training(steps, rounds, seed):
+    """Per-round CPU seconds of every variant: {name: [seconds, ...]}."""
+    x, y = make_data(steps, seed)
+    trainees = {variant.name: Trainee(variant, seed) for variant in VARIANTS}
+    for trainee in trainees.values():
+        trainee.train_one_epoch(x, y)  # trace and compile the train step
+
+    order = list(trainees)
+    shuffler = random.Random(seed)
+    seconds = {name: [] for name in trainees}
+    for round_index in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            seconds[name].append(trainees[name].train_one_epoch(x, y))
+        print(
+            f"  round {round_index + 1:>2}/{rounds}: "
+            f"{BASELINE} {seconds[BASELINE][-1]:.3f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    model = trainees[BASELINE].model
+    shape = {
+        "parameters": model.count_params(),
+        "weights_mb": weights_bytes(model) / 1e6,
+    }
+    return seconds, shape
+
+
+def summarize(seconds):
+    """Median seconds, per-round ratios and extra ms of every variant."""
+    baseline = np.asarray(seconds[BASELINE])
+    rows = []
+    for variant in VARIANTS:
+        own = np.asarray(seconds[variant.name])
+        row = {
+            "variant": variant.name,
+            "median_s": float(np.median(own)),
+            "vs_baseline": quartiles(own / baseline),
+            "extra_ms": None,
+            "vs_twin": None,
+            "twin": variant.twin,
+        }
+        if variant.name != BASELINE:
+            row["extra_ms"] = quartiles((own - baseline) * 1000)
+        if variant.twin is not None:
+            row["vs_twin"] = quartiles(own / np.asarray(seconds[variant.twin]))
+        rows.append(row)
+    return rows
+
+
+# Memory, measured in a fresh process per implementation (`--memory-probe`).
+
+SNAPSHOTS = {
+    # Keras's callback: `self.best_weights = self.model.get_weights()`, the
+    # old list alive until the new one is built.
+    KERAS_STOPPING: lambda model, previous: model.get_weights(),
+    REGKIT_STOPPING: _snapshot,
+}
+
+
+def process_memory():
+    """VmRSS and VmHWM of this process, in MB (None where unreadable)."""
+    values = {"VmRSS": None, "VmHWM": None}
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] = int(rest.split()[0]) * 1024 / 1e6
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak():
+    """Resets VmHWM to the current VmRSS; False where Linux does not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _difference(value, reference):
+    if value is None or reference is None:
+        return None
+    return value - reference
+
+
+def memory_probe(name, seed):
+    """Extra resident MB of two snapshots by `name`'s implementation."""
+    take = SNAPSHOTS[name]
+    x, y = make_data(2, seed)
+    model = build_model(seed)
+
+    def train():
+        model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0)
+        gc.collect()
+
+    for _ in range(2):
+        train()  # warm-up: compile, and let the allocators settle
+    before, _ = process_memory()
+    train()  # control: no snapshot
+    reference, _ = process_memory()
+
+    peak_ok = reset_peak()
+    snapshot = take(model, None)
+    _, first_peak = process_memory()
+    train()
+    first_held, _ = process_memory()
+
+    peak_ok = reset_peak() and peak_ok
+    snapshot = take(model, snapshot)
+    _, second_peak = process_memory()
+    train()
+    second_held, _ = process_memory()
+    if snapshot is None or len(snapshot) != len(model.weights):
+        raise RuntimeError(f"{name}: no snapshot of the weights")
+
+    if not peak_ok:
+        first_peak = second_peak = None
+    return {
+        "implementation": name,
+        "parameters": model.count_params(),
+        "weights_mb": weights_bytes(model) / 1e6,
+        "largest_weight_mb": largest_weight_bytes(model) / 1e6,
+        "control_epoch_mb": _difference(reference, before),
+        "first_peak_mb": _difference(first_peak, reference),
+        "first_held_mb": _difference(first_held, reference),
+        "second_peak_mb": _difference(second_peak, reference),
+        "second_held_mb": _difference(second_held, reference),
+    }
+
+
+def measure_memory(seed):
+    """One fresh process per implementation: [memory_probe's dict, ...]."""
+    results = []
+    for name in SNAPSHOTS:
+        output = subprocess.run(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--memory-probe",
+                name,
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, KERAS_BACKEND=keras.backend.backend()),
+        ).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+        print(f"  memory: {name} measured", file=sys.stderr, flush=True)
+    return results
+
+
+def memory_limit_mb(memory):
+    """One copy of the weights and one weight more."""
+    return memory["weights_mb"] + memory["largest_weight_mb"]
+
+
+def check_targets(rows, memories):
+    """The project's targets as (description, measured, met) triples."""
+    checks = []
+    for row in rows:
+        if row["vs_twin"] is not None:
+            ratio = row["vs_twin"][1]
+            checks.append(
+                (
+                    f"{row['variant']} / {row['twin']} <= 1.00x (+-2%)",
+                    f"{ratio:.3f}x",
+                    ratio <= TWIN_LIMIT,
+                )
+            )
+    for memory in memories:
+        if memory["implementation"] != REGKIT_STOPPING:
+            continue
+        limit = memory_limit_mb(memory)
+        measured = [
+            memory[key]
+            for key in ("second_peak_mb", "first_held_mb", "second_held_mb")
+            if memory[key] is not None
+        ]
+        worst = max(measured)
+        checks.append(
+            (
+                f"{REGKIT_STOPPING} snapshots hold at most one extra copy of "
+                f"the weights ({memory['weights_mb']:.1f} MB) and one weight "
+                f"more: <= {limit:.1f} MB (approximate)",
+                f"{worst:.1f} MB",
+                worst <= limit,
+            )
+        )
+    return checks
+
+
+def _ratio_cell(values):
+    if values is None:
+        return ""
+    low, median, high = values
+    return f"{median:.3f}x ({low:.3f}-{high:.3f})"
+
+
+def _ms_cell(values):
+    if values is None:
+        return ""
+    low, median, high = values
+    return f"{median:.1f} ({low:.1f} to {high:.1f})"
+
+
+def _mb_cell(value):
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def training_table(rows):
+    lines = [
+        f"| variant | s / epoch | vs {BASELINE} (p25-p75) "
+        "| extra ms / epoch (p25 to p75) | vs its twin (p25-p75) | twin |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {row['median_s']:.3f} "
+            f"| {_ratio_cell(row['vs_baseline'])} "
+            f"| {_ms_cell(row['extra_ms'])} "
+            f"| {_ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_table(memories):
+    lines = [
+        "| snapshot of | weights MB | peak, 1st snapshot | held after it "
+        "and an epoch | peak, 2nd (replacing) | held after it and an epoch "
+        "| control epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for memory in memories:
+        lines.append(
+            f"| {memory['implementation']} | {memory['weights_mb']:.1f} "
+            f"| {_mb_cell(memory['first_peak_mb'])} "
+            f"| {_mb_cell(memory['first_held_mb'])} "
+            f"| {_mb_cell(memory['second_peak_mb'])} "
+            f"| {_mb_cell(memory['second_held_mb'])} "
+            f"| {_mb_cell(memory['control_epoch_mb'])} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="The backend is chosen with the KERAS_BACKEND variable.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=20,
+        help="timed epochs per variant (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="batches of 128 per epoch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data, weights and order seed"
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results to PATH"
+    )
+    # Internal: the memory measurement of one implementation, in the fresh
+    # process that main() starts for it.
+    parser.add_argument(
+        "--memory-probe", choices=list(SNAPSHOTS), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    for option in ("rounds", "steps"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.memory_probe is not None:
+        print(json.dumps(memory_probe(args.memory_probe, args.seed)))
+        return
+    backend = keras.backend.backend()
+    revision = source_revision()
+    print(
+        f"Backend {backend}: {len(VARIANTS)} variants, {args.rounds} rounds "
+        f"of {args.steps} steps, then the memory of each snapshot; "
+        f"keras_regkit at {revision}",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.perf_counter()
+    seconds, shape = time_training(args.steps, args.rounds, args.seed)
+    rows = summarize(seconds)
+    memories = measure_memory(args.seed)
+    checks = check_targets(rows, memories)
+    elapsed = time.perf_counter() - started
+
+    print(
+        f"\n### {backend}: epoch time ({args.rounds} rounds x {args.steps} "
+        f"steps of {BATCH_SIZE}; MLP {INPUT_DIM}-"
+        f"{'-'.join(map(str, HIDDEN_UNITS))}-{NUM_CLASSES}, "
+        f"{shape['parameters']:,} parameters, {shape['weights_mb']:.1f} MB; "
+        f"two snapshots and one restore per epoch; median of per-round "
+        f"ratios; keras_regkit {keras_regkit.__version__} at {revision})\n"
+    )
+    print(training_table(rows))
+    print(
+        f"\n### {backend}: memory of a snapshot (MB of resident memory over "
+        "that after a control epoch, one fresh process each; approximate)\n"
+    )
+    print(memory_table(memories))
+    print("\n| target | measured | met |\n|---|---:|---|")
+    for description, measured, met in checks:
+        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
+    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
+
+    if args.json:
+        result = {
+            "backend": backend,
+            "versions": {
+                "python": platform.python_version(),
+                "keras": keras.__version__,
+                "keras_regkit": keras_regkit.__version__,
+                "keras_regkit_revision": revision,
+                backend: backend_version(backend),
+                "numpy": np.__version__,
+            },
+            "cpu_count": os.cpu_count(),
+            "settings": {
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "batch_size": BATCH_SIZE,
+                "hidden_units": HIDDEN_UNITS,
+                "patience": PATIENCE,
+                "seed": args.seed,
+            },
+            "model": shape,
+            "seconds_per_epoch": seconds,
+            "summary": rows,
+            "memory": memories,
+            "targets": [
+                {"target": description, "measured": measured, "met": met}
+                for description, measured, met in checks
+            ],
+            "elapsed_s": elapsed,
+        }
+        with open(args.json, "w") as file:
+            json.dump(result, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
