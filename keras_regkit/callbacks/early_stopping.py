@@ -74,7 +74,7 @@ def _snapshot(model, previous):
         previous = [None] * len(weights)
     for index, weight in enumerate(weights):
         previous[index] = None  # free the old copy first
-        previous[index] = keras.ops.copy(weight.value)
+        previous[index] = keras.ops.copy(keras.ops.stop_gradient(weight.value))
     return previous
 
 
@@ -329,15 +329,17 @@ class EarlyStopping(keras.callbacks.Callback):
         if self.check_finite and not math.isfinite(current):
             self._stop(epoch, f"{self.monitor} is {current}, not finite")
             return
+        copied_now = False
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights = _snapshot(self.model, self.best_weights)
             self.best_epoch = epoch
+            copied_now = True
         self.wait += 1
         improved = self._better(current, self.best)
         if improved:
             self.best = current
             self.best_epoch = epoch
-            if self.restore_best_weights:
+            if self.restore_best_weights and not copied_now:
                 self.best_weights = _snapshot(self.model, self.best_weights)
             if self.baseline is None or self._better(current, self.baseline):
                 self.wait = 0
