@@ -60,7 +60,8 @@ def drive(callback, values, monitor="val_loss", model=None, train=None):
     return {
         "epochs": ran,
         "stopped_epoch": callback.stopped_epoch,
-        "best": None if callback.best is None else float(callback.best),
+        # repr, so that a NaN best compares equal to a NaN best
+        "best": None if callback.best is None else repr(float(callback.best)),
         "best_epoch": callback.best_epoch,
         "wait": callback.wait,
         "weights_of_epoch": float(model.get_weights()[0].ravel()[0]),
@@ -396,3 +397,67 @@ def test_mirrored_strategy_restores_the_best_weights():
         """
     )
     assert json.loads(output.strip().splitlines()[-1]) == [5, 4, True]
+
+
+def test_monitor_op_like_keras_own_test():
+    # The cases of Keras's early_stopping_test.py::test_early_stopping
+    rng = np.random.default_rng(0)
+    x, y = rng.random((10, 5)), rng.random((10, 1))
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(1, activation="relu"),
+            keras.layers.Dense(1, activation="relu"),
+        ]
+    )
+    model.compile(
+        loss="mae",
+        optimizer="adam",
+        metrics=[
+            "mse",
+            "acc",
+            "accuracy",
+            "hinge",
+            keras.metrics.F1Score(name="f1_score"),
+        ],
+    )
+    cases = [
+        ("max", "val_mse", keras.ops.greater),
+        ("min", "val_loss", keras.ops.less),
+        ("auto", "val_mse", keras.ops.less),
+        ("auto", "loss", keras.ops.less),
+        ("auto", "acc", keras.ops.greater),
+        ("auto", "val_accuracy", keras.ops.greater),
+        ("auto", "hinge", keras.ops.less),
+        ("auto", "f1_score", keras.ops.greater),
+    ]
+    for mode, monitor, expected in cases:
+        callback = EarlyStopping(monitor=monitor, mode=mode)
+        model.fit(
+            x,
+            y,
+            batch_size=5,
+            validation_data=(x, y),
+            callbacks=[callback],
+            epochs=2,
+            verbose=0,
+        )
+        assert callback.monitor_op is expected, (mode, monitor)
+    with pytest.raises(ValueError, match="cannot tell whether"):
+        model.fit(
+            x,
+            y,
+            callbacks=[EarlyStopping(monitor="unknown")],
+            epochs=2,
+            verbose=0,
+        )
+
+
+def test_an_array_valued_metric_is_refused_by_name():
+    callback = EarlyStopping("val_f1", mode="max")
+    with pytest.raises(ValueError, match=r"`val_f1` is an array of shape"):
+        drive(callback, [np.array([0.1, 0.2, 0.3])], monitor="val_f1")
+    one = drive(
+        EarlyStopping("val_f1", mode="max"), [np.array([0.5])], "val_f1"
+    )
+    assert one["best"] == "0.5"

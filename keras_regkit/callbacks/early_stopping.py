@@ -407,7 +407,15 @@ class EarlyStopping(keras.callbacks.Callback):
         logs = logs or {}
         value = logs.get(self.monitor)
         if value is not None:
-            return float(value)
+            # Some metrics log arrays: F1Score gives shape (1,) by default.
+            array = np.asarray(keras.ops.convert_to_numpy(value), "float64")
+            if array.size != 1:
+                raise ValueError(
+                    f"EarlyStopping monitors one number, but `{self.monitor}`"
+                    f" is an array of shape {array.shape}. Monitor an "
+                    "averaged metric, such as F1Score(average='macro')."
+                )
+            return float(array.reshape(()))
         message = (
             f"EarlyStopping is conditioned on `{self.monitor}`, which is not "
             f"in the logs. Available keys: {', '.join(logs) or '(none)'}"
