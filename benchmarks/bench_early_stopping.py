@@ -31,8 +31,9 @@ between); both restore the best weights at the end of training
 (Keras) or one (keras_regkit), against one snapshot for an improving epoch
 of a long `fit` (the restore being once per `fit`). The extra milliseconds
 are thus an upper bound on an epoch's cost, and the ratio includes the
-snapshot keras_regkit does not take twice. On TensorFlow keras_regkit's copy (`tf.identity`) shares the
-variable's buffer until the optimizer writes to it, which copies it then:
+snapshot keras_regkit does not take twice. On TensorFlow keras_regkit's
+copy (`tf.identity`) shares the variable's buffer until the optimizer
+writes to it, which copies it then:
 that cost falls in the next epoch's train step, timed too. The script
 checks after every `fit` that each callback holds best weights taken at
 that epoch, and stops if not.
