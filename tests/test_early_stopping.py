@@ -461,3 +461,15 @@ def test_an_array_valued_metric_is_refused_by_name():
         EarlyStopping("val_f1", mode="max"), [np.array([0.5])], "val_f1"
     )
     assert one["best"] == "0.5"
+
+
+def test_config_names_every_argument_and_rebuilds_the_callback():
+    import inspect
+
+    callback = EarlyStopping(
+        "val_mae", criterion="pq", alpha=0.5, strip_length=3, patience=2
+    )
+    config = callback.get_config()
+    parameters = inspect.signature(EarlyStopping.__init__).parameters
+    assert set(config) == set(parameters) - {"self"}
+    assert EarlyStopping(**config).get_config() == config

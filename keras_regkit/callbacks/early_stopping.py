@@ -257,6 +257,10 @@ class EarlyStopping(keras.callbacks.Callback):
             "stopping_threshold",
             "divergence_threshold",
             "strict",
+            "criterion",
+            "alpha",
+            "strip_length",
+            "training_key",
         )
         return {key: getattr(self, key) for key in keys}
 
