@@ -66,16 +66,25 @@ def unit_interval_float(name, value):
     return number
 
 
-def positive_int(name, value):
-    """Checks that `value` is an integer >= 1 and returns it as an int."""
-    expected = "a positive integer"
+def _integer(name, value, expected, minimum):
+    """`value` as an int >= `minimum`, or the error that says what's wrong."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, numbers.Integral
     ):
         raise TypeError(_invalid(name, expected, value))
-    if value < 1:
+    if value < minimum:
         raise ValueError(_invalid(name, expected, value))
     return int(value)
+
+
+def positive_int(name, value):
+    """Checks that `value` is an integer >= 1 and returns it as an int."""
+    return _integer(name, value, "a positive integer", 1)
+
+
+def non_negative_int(name, value):
+    """Checks that `value` is an integer >= 0 and returns it as an int."""
+    return _integer(name, value, "a non-negative integer", 0)
 
 
 def axis(name, value):
@@ -116,16 +125,9 @@ def rate(name, value):
 
 def seed(name, value):
     """Checks a random seed: None or a non-negative integer."""
-    expected = "None or a non-negative integer"
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, numbers.Integral
-    ):
-        raise TypeError(_invalid(name, expected, value))
-    if value < 0:
-        raise ValueError(_invalid(name, expected, value))
-    return int(value)
+    return _integer(name, value, "None or a non-negative integer", 0)
 
 
 def noise_shape(name, value):
@@ -148,3 +150,30 @@ def noise_shape(name, value):
         if item < 1:
             raise ValueError(_invalid(name, expected, value))
     return tuple(None if item is None else int(item) for item in value)
+
+
+def optional_float(name, value):
+    """Checks that `value` is None or a number; returns None or a float."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(_invalid(name, "None or a number", value))
+    return float(value)
+
+
+def finite_magnitude(name, value):
+    """Checks that `value` is a finite number; returns `abs(value)`."""
+    number = optional_float(name, value)
+    if number is None or not math.isfinite(number):
+        raise ValueError(_invalid(name, "a finite number", value))
+    return abs(number)
+
+
+def choice(name, value, choices):
+    """Checks that `value` is one of `choices` and returns it."""
+    if value not in choices:
+        expected = "one of " + ", ".join(repr(c) for c in choices)
+        raise ValueError(_invalid(name, expected, value))
+    return value

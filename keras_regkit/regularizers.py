@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _kernels, _validation
+from keras_regkit._config import ConfigByKeys
 
 _PACKAGE = "keras_regkit"
 _HALF_PRECISION = ("float16", "bfloat16")
@@ -77,31 +78,8 @@ def _with_gradient(value_and_gradient, x):
     return penalty(x)
 
 
-class _Penalty(keras.regularizers.Regularizer):
-    """Config, equality and repr shared by the keras_regkit regularizers.
-
-    Subclasses list their constructor arguments in `_config_keys` and store
-    each on a same-named attribute.
-    """
-
-    _config_keys = ()
-
-    def get_config(self):
-        return {key: getattr(self, key) for key in self._config_keys}
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash((type(self), tuple(self.get_config().items())))
-
-    def __repr__(self):
-        arguments = ", ".join(
-            f"{key}={value!r}" for key, value in self.get_config().items()
-        )
-        return f"{type(self).__name__}({arguments})"
+class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
+    """Base of the keras_regkit regularizers: a config from `_config_keys`."""
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_regkit import _validation
+from keras_regkit._config import ConfigByKeys
 
 
 def _epoch(epoch):
@@ -37,31 +38,12 @@ def _epoch(epoch):
     return int(epoch)
 
 
-class _Schedule:
-    """Config, equality and repr for schedules: subclasses list their keys."""
-
-    _config_keys = ()
-
-    def get_config(self):
-        return {key: getattr(self, key) for key in self._config_keys}
+class _Schedule(ConfigByKeys):
+    """Base of the schedules: a config from `_config_keys`."""
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash((type(self), tuple(self.get_config().items())))
-
-    def __repr__(self):
-        arguments = ", ".join(
-            f"{key}={value!r}" for key, value in self.get_config().items()
-        )
-        return f"{type(self).__name__}({arguments})"
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")

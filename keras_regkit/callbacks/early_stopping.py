@@ -1,7 +1,6 @@
 """Early stopping: Keras's callback, and what its users keep asking for."""
 
 import math
-import numbers
 import warnings
 
 import keras
@@ -13,54 +12,6 @@ from keras_regkit.callbacks._prechelt import PrecheltCriterion
 _MODES = ("auto", "min", "max")
 _DELTA_MODES = ("abs", "rel")
 _CRITERIA = ("patience", "gl", "pq", "up")
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected one of "
-            f"{', '.join(repr(c) for c in choices)}. Received: {name}={value!r}"
-        )
-    return value
-
-
-def _optional_number(name, value):
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, numbers.Real
-    ):
-        raise TypeError(
-            f"Invalid value received for argument `{name}`. Expected None or "
-            f"a number. Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _non_negative_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, numbers.Integral
-    ):
-        raise TypeError(
-            f"Invalid value received for argument `{name}`. Expected a "
-            f"non-negative integer. Received: {name}={value!r}"
-        )
-    if value < 0:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected a "
-            f"non-negative integer. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def _finite_magnitude(name, value):
-    number = _optional_number(name, value)
-    if number is None or not math.isfinite(number):
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected a "
-            f"finite number. Received: {name}={value!r}"
-        )
-    return abs(number)
 
 
 def _snapshot(model, previous):
@@ -201,27 +152,27 @@ class EarlyStopping(keras.callbacks.Callback):
             )
         self.monitor = monitor
         # Keras takes the magnitude of a negative min_delta; so do we.
-        self.min_delta = _finite_magnitude("min_delta", min_delta)
-        self.patience = _non_negative_int("patience", patience)
+        self.min_delta = _validation.finite_magnitude("min_delta", min_delta)
+        self.patience = _validation.non_negative_int("patience", patience)
         self.verbose = verbose
-        self.mode = _choice("mode", mode, _MODES)
-        self.baseline = _optional_number("baseline", baseline)
+        self.mode = _validation.choice("mode", mode, _MODES)
+        self.baseline = _validation.optional_float("baseline", baseline)
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = _non_negative_int(
+        self.start_from_epoch = _validation.non_negative_int(
             "start_from_epoch", start_from_epoch
         )
-        self.min_delta_mode = _choice(
+        self.min_delta_mode = _validation.choice(
             "min_delta_mode", min_delta_mode, _DELTA_MODES
         )
         self.check_finite = bool(check_finite)
-        self.stopping_threshold = _optional_number(
+        self.stopping_threshold = _validation.optional_float(
             "stopping_threshold", stopping_threshold
         )
-        self.divergence_threshold = _optional_number(
+        self.divergence_threshold = _validation.optional_float(
             "divergence_threshold", divergence_threshold
         )
         self.strict = bool(strict)
-        self.criterion = _choice("criterion", criterion, _CRITERIA)
+        self.criterion = _validation.choice("criterion", criterion, _CRITERIA)
         self.alpha = _criterion_alpha(self.criterion, alpha)
         self.strip_length = _validation.positive_int(
             "strip_length", strip_length
@@ -232,15 +183,8 @@ class EarlyStopping(keras.callbacks.Callback):
                 f"Expected a string. Received: training_key={training_key!r}"
             )
         self.training_key = training_key
-        self._prechelt = None
         self.monitor_op = None
-        self.wait = 0
-        self.stopped_epoch = 0
-        self.best = None
-        self.best_epoch = 0
-        self.best_weights = None
-        self.stop_reason = None
-        self._warned_missing = False
+        self._reset()
 
     def get_config(self):
         keys = (
@@ -265,6 +209,11 @@ class EarlyStopping(keras.callbacks.Callback):
         return {key: getattr(self, key) for key in keys}
 
     def on_train_begin(self, logs=None):
+        # Allow instances to be re-used across `model.fit()` calls.
+        self._reset()
+
+    def _reset(self):
+        """The state of a training run that has not begun."""
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None
