@@ -109,8 +109,6 @@ import argparse
 import gc
 import json
 import math
-import os
-import platform
 import random
 import sys
 import time
@@ -128,9 +126,11 @@ from bench_regularizers import (
     INPUT_DIM,
     LEARNING_RATE,
     NUM_CLASSES,
-    backend_version,
     make_data,
+    print_targets,
     quartiles,
+    ratio_cell,
+    run_record,
     source_revision,
 )
 
@@ -499,13 +499,6 @@ def check_targets(training_rows, mc_summaries):
     return checks
 
 
-def _ratio_cell(values):
-    if values is None:
-        return ""
-    low, median, high = values
-    return f"{median:.3f}x ({low:.3f}-{high:.3f})"
-
-
 def training_table(rows):
     lines = [
         "| variant | s / epoch | vs no dropout (p25-p75) "
@@ -515,8 +508,8 @@ def training_table(rows):
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {_ratio_cell(row['vs_baseline'])} "
-            f"| {_ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
+            f"| {ratio_cell(row['vs_baseline'])} "
+            f"| {ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
         )
     return "\n".join(lines)
 
@@ -533,7 +526,7 @@ def monte_carlo_table(summaries):
         gap, ratio = row["worst_mean_gap"], row["worst_std_ratio"]
         lines.append(
             f"| {row['rows']} | {row['method']} | {row['median_s']:.3f} "
-            f"| {_ratio_cell(row['speedup'])} "
+            f"| {ratio_cell(row['speedup'])} "
             f"| {'' if gap is None else f'{gap:.3f}'} "
             f"| {'' if ratio is None else f'{ratio:.3f}'} |"
         )
@@ -639,23 +632,13 @@ def main(argv=None):
         f"average std, about {expected_mean_gap():.2f} expected)\n"
     )
     print(monte_carlo_table(mc_summaries))
-    print("\n| target | measured | met |\n|---|---:|---|")
-    for description, measured, met in checks:
-        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
+    print()
+    print_targets(checks)
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)
 
     if args.json:
         result = {
-            "backend": backend,
-            "versions": {
-                "python": platform.python_version(),
-                "keras": keras.__version__,
-                "keras_regkit": keras_regkit.__version__,
-                "keras_regkit_revision": revision,
-                backend: backend_version(backend),
-                "numpy": np.__version__,
-            },
-            "cpu_count": os.cpu_count(),
+            **run_record(backend, revision, checks),
             "settings": {
                 "rounds": args.rounds,
                 "steps": args.steps,
@@ -673,10 +656,6 @@ def main(argv=None):
             # One entry per input size: {"rows", "seconds", "statistics",
             # "summary"}, in the order of --mc-rows.
             "monte_carlo": mc_results,
-            "targets": [
-                {"target": description, "measured": measured, "met": met}
-                for description, measured, met in checks
-            ],
             "elapsed_s": elapsed,
         }
         with open(args.json, "w") as file:

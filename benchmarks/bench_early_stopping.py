@@ -120,7 +120,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -138,9 +137,11 @@ from bench_regularizers import (
     INPUT_DIM,
     LEARNING_RATE,
     NUM_CLASSES,
-    backend_version,
     make_data,
+    print_targets,
     quartiles,
+    ratio_cell,
+    run_record,
     source_revision,
 )
 
@@ -553,13 +554,6 @@ def check_targets(rows, memories):
     return checks
 
 
-def _ratio_cell(values):
-    if values is None:
-        return ""
-    low, median, high = values
-    return f"{median:.3f}x ({low:.3f}-{high:.3f})"
-
-
 def _ms_cell(values):
     if values is None:
         return ""
@@ -580,9 +574,9 @@ def training_table(rows):
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {_ratio_cell(row['vs_baseline'])} "
+            f"| {ratio_cell(row['vs_baseline'])} "
             f"| {_ms_cell(row['extra_ms'])} "
-            f"| {_ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
+            f"| {ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
         )
     return "\n".join(lines)
 
@@ -677,23 +671,13 @@ def main(argv=None):
         "approximate)\n"
     )
     print(memory_table(memories))
-    print("\n| target | measured | met |\n|---|---:|---|")
-    for description, measured, met in checks:
-        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
+    print()
+    print_targets(checks)
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)
 
     if args.json:
         result = {
-            "backend": backend,
-            "versions": {
-                "python": platform.python_version(),
-                "keras": keras.__version__,
-                "keras_regkit": keras_regkit.__version__,
-                "keras_regkit_revision": revision,
-                backend: backend_version(backend),
-                "numpy": np.__version__,
-            },
-            "cpu_count": os.cpu_count(),
+            **run_record(backend, revision, checks),
             "settings": {
                 "rounds": args.rounds,
                 "steps": args.steps,
@@ -706,10 +690,6 @@ def main(argv=None):
             "seconds_per_epoch": seconds,
             "summary": rows,
             "memory": memories,
-            "targets": [
-                {"target": description, "measured": measured, "met": met}
-                for description, measured, met in checks
-            ],
             "elapsed_s": elapsed,
         }
         with open(args.json, "w") as file:

@@ -318,11 +318,39 @@ def check_targets(backend, rows, regkit_import_s):
     return checks
 
 
-def _ratio_cell(values):
+def ratio_cell(values):
+    """A table cell: the median ratio with its 25th-75th percentiles."""
     if values is None:
         return ""
     low, median, high = values
     return f"{median:.3f}x ({low:.3f}-{high:.3f})"
+
+
+def print_targets(checks):
+    """Prints `(description, measured, met)` rows as a markdown table."""
+    print("| target | measured | met |\n|---|---:|---|")
+    for description, measured, met in checks:
+        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
+
+
+def run_record(backend, revision, checks):
+    """The JSON fields every benchmark writes: what ran, where, what met."""
+    return {
+        "backend": backend,
+        "versions": {
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+            "keras_regkit": keras_regkit.__version__,
+            "keras_regkit_revision": revision,
+            backend: backend_version(backend),
+            "numpy": np.__version__,
+        },
+        "cpu_count": os.cpu_count(),
+        "targets": [
+            {"target": description, "measured": measured, "met": met}
+            for description, measured, met in checks
+        ],
+    }
 
 
 def markdown_table(rows):
@@ -334,8 +362,8 @@ def markdown_table(rows):
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {_ratio_cell(row['vs_baseline'])} "
-            f"| {_ratio_cell(row['vs_twin'])} |"
+            f"| {ratio_cell(row['vs_baseline'])} "
+            f"| {ratio_cell(row['vs_twin'])} |"
         )
     return "\n".join(lines)
 
@@ -404,23 +432,12 @@ def main(argv=None):
         f"after it: {regkit_import_s * 1000:.1f} ms "
         f"(medians of {args.import_runs} fresh processes)\n"
     )
-    print("| target | measured | met |\n|---|---:|---|")
-    for description, measured, met in checks:
-        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
+    print_targets(checks)
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)
 
     if args.json:
         result = {
-            "backend": backend,
-            "versions": {
-                "python": platform.python_version(),
-                "keras": keras.__version__,
-                "keras_regkit": keras_regkit.__version__,
-                "keras_regkit_revision": revision,
-                backend: backend_version(backend),
-                "numpy": np.__version__,
-            },
-            "cpu_count": os.cpu_count(),
+            **run_record(backend, revision, checks),
             "settings": {
                 "rounds": args.rounds,
                 "steps": args.steps,
@@ -434,10 +451,6 @@ def main(argv=None):
                 "keras": keras_import_s,
                 "keras_regkit": regkit_import_s,
             },
-            "targets": [
-                {"target": description, "measured": measured, "met": met}
-                for description, measured, met in checks
-            ],
             "elapsed_s": elapsed,
         }
         with open(args.json, "w") as file:
