@@ -49,6 +49,28 @@ def run_in_fresh_process(code, timeout=300):
     return result.stdout
 
 
+# Two logical CPUs must be configured before TensorFlow starts, hence a
+# fresh process; the code run after this prelude sees `tf`, `strategy` (a
+# MirroredStrategy over both) and `one_device` (a OneDeviceStrategy).
+_TWO_CPUS = """
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+"""
+
+
+def run_on_two_cpus(code, timeout=300):
+    """Runs `code` in a fresh process with a MirroredStrategy over 2 CPUs."""
+    return run_in_fresh_process(
+        _TWO_CPUS + textwrap.dedent(code), timeout=timeout
+    )
+
+
 def assert_loads_in_fresh_process(model, x, tmp_path):
     """Saves `model` to `.keras`; a fresh process must reload it exactly.
 

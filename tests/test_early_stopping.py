@@ -13,7 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from serialization import run_in_fresh_process
+from serialization import run_on_two_cpus
 
 from keras_regkit.callbacks import EarlyStopping
 
@@ -355,19 +355,13 @@ def test_restores_the_best_epochs_weights_after_a_real_fit():
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_mirrored_strategy_restores_the_best_weights():
-    output = run_in_fresh_process(
+    output = run_on_two_cpus(
         """
         import json
         import numpy as np
-        import tensorflow as tf
         import keras
         from keras_regkit.callbacks import EarlyStopping
 
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         scores = [0.9, 0.5, 0.7, 0.8, 0.95, 0.6]
         seen = []
 

@@ -16,7 +16,7 @@ from keras import ops
 from serialization import (
     assert_config_round_trip,
     assert_loads_in_fresh_process,
-    run_in_fresh_process,
+    run_on_two_cpus,
 )
 
 from keras_regkit import regularizers
@@ -538,18 +538,10 @@ def test_mixed_precision_penalties_are_finite_float32(
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_mirrored_strategy_matches_single_device_training():
-    # Logical devices must be configured before TensorFlow starts: run in a
-    # fresh process.
-    output = run_in_fresh_process(
+    output = run_on_two_cpus(
         """
         import json
         import numpy as np
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
         import keras
         import keras_regkit as kr
 
@@ -582,10 +574,9 @@ def test_mirrored_strategy_matches_single_device_training():
             replicas = strategy.num_replicas_in_sync
             return replicas, history.history["loss"], weights
 
-        devices = ["/cpu:0", "/cpu:1"]
         print(json.dumps({
-            "single": train(tf.distribute.OneDeviceStrategy("/cpu:0")),
-            "mirrored": train(tf.distribute.MirroredStrategy(devices)),
+            "single": train(one_device),
+            "mirrored": train(strategy),
         }))
         """
     )

@@ -15,7 +15,11 @@ import pytest
 from backend_utils import gradient
 from keras import ops
 from layer_utils import STRUCTURES, ZeroFraction, build
-from serialization import assert_config_round_trip, run_in_fresh_process
+from serialization import (
+    assert_config_round_trip,
+    run_in_fresh_process,
+    run_on_two_cpus,
+)
 
 from keras_regkit.callbacks import DropoutScheduler
 from keras_regkit.layers import Dropout, DropPath
@@ -343,21 +347,15 @@ def test_keras_file_loads_in_a_fresh_process(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_mirrored_strategy_with_scheduled_rates():
-    output = run_in_fresh_process(
+    output = run_on_two_cpus(
         """
         import json
         import numpy as np
-        import tensorflow as tf
         import keras
         from keras import ops
         from keras_regkit.callbacks import DropoutScheduler
         from keras_regkit.layers import DropPath, Dropout
 
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             dropout = Dropout(0.1, name="dropout")
             drop_path = DropPath(0.1, name="drop_path")
