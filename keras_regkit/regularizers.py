@@ -23,7 +23,7 @@ import math
 import keras
 from keras import ops
 
-from keras_regkit import _kernels, _validation
+from keras_regkit import _kernels, _proximal, _validation
 from keras_regkit._config import ConfigByKeys
 
 _PACKAGE = "keras_regkit"
@@ -78,8 +78,67 @@ def _with_gradient(value_and_gradient, x):
     return penalty(x)
 
 
+def _prox_input(w, step):
+    """`w` as a tensor to take a proximal step on, and its original dtype."""
+    if not hasattr(step, "shape"):  # tensors are checked by the caller
+        _validation.non_negative_float("step", step)
+    w = _read(w)
+    return _penalty_input(w), w.dtype
+
+
 class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
-    """Base of the keras_regkit regularizers: a config from `_config_keys`."""
+    """Base of the keras_regkit regularizers.
+
+    Subclasses name their constructor arguments in `_config_keys` and, among
+    them, the ones that scale the whole penalty linearly in
+    `_strength_keys`.
+    """
+
+    _strength_keys = ()
+
+    def scaled(self, factor):
+        """The same penalty with every strength multiplied by `factor`.
+
+        Args:
+            factor: non-negative float.
+
+        Returns:
+            A new regularizer of the same class; `penalty.scaled(f)(w)`
+            equals `f * penalty(w)`.
+
+        Example:
+
+        >>> ElasticNet(l1=0.01, l2=0.02).scaled(0.5)
+        ElasticNet(l1=0.005, l2=0.01)
+        """
+        factor = _validation.non_negative_float("factor", factor)
+        config = self.get_config()
+        for key in self._strength_keys:
+            config[key] = config[key] * factor
+        return type(self).from_config(config)
+
+    def prox(self, w, step):
+        """The proximal operator: `argmin_x 1/2 ||x - w||^2 + step * R(x)`.
+
+        One proximal-gradient step on a loss plus this penalty `R` is a
+        gradient step on the loss alone, then `prox` with `step` equal to
+        the learning rate. Where the penalty has a kink at zero (L1, elastic
+        net, group lasso, `ExpAbs`) it sets weights exactly to zero, which a
+        gradient step never does.
+
+        Args:
+            w: weight tensor, array or variable.
+            step: non-negative float or scalar tensor, the step size.
+
+        Returns:
+            A tensor of `w`'s shape and dtype (half-precision weights are
+            computed in float32 and cast back).
+        """
+        x, dtype = _prox_input(w, step)
+        return ops.cast(self._prox(x, step), dtype)
+
+    def _prox(self, x, step):
+        raise NotImplementedError
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -105,9 +164,14 @@ class L1(_Penalty):
     """
 
     _config_keys = ("l1",)
+    _strength_keys = ("l1",)
 
     def __init__(self, l1=0.01):
         self.l1 = _validation.non_negative_float("l1", l1)
+
+    def _prox(self, x, step):
+        # Soft-thresholding: sign(w) * max(|w| - step * l1, 0).
+        return _proximal.soft_threshold(x, step * self.l1)
 
     def __call__(self, x):
         x = _penalty_input(x)
@@ -142,9 +206,14 @@ class L2(_Penalty):
     """
 
     _config_keys = ("l2",)
+    _strength_keys = ("l2",)
 
     def __init__(self, l2=0.01):
         self.l2 = _validation.non_negative_float("l2", l2)
+
+    def _prox(self, x, step):
+        # Shrinkage towards zero: w / (1 + 2 * step * l2); never exactly 0.
+        return x / (1.0 + 2.0 * step * self.l2)
 
     @classmethod
     def from_weight_decay(cls, weight_decay):
@@ -225,10 +294,15 @@ class ElasticNet(_Penalty):
     """
 
     _config_keys = ("l1", "l2")
+    _strength_keys = ("l1", "l2")
 
     def __init__(self, l1=0.01, l2=0.01):
         self.l1 = _validation.non_negative_float("l1", l1)
         self.l2 = _validation.non_negative_float("l2", l2)
+
+    def _prox(self, x, step):
+        # sign(w) * max(|w| - step * l1, 0) / (1 + 2 * step * l2).
+        return _proximal.elastic_net(x, step * self.l1, step * self.l2)
 
     @classmethod
     def from_ratio(cls, alpha, l1_ratio):
@@ -310,6 +384,7 @@ class ExpAbs(_Penalty):
     """
 
     _config_keys = ("strength", "scale")
+    _strength_keys = ("strength",)
 
     def __init__(self, strength=0.01, scale=1.0):
         self.strength = _validation.non_negative_float("strength", strength)
@@ -334,6 +409,37 @@ class ExpAbs(_Penalty):
         if keras.backend.standardize_dtype(dtype) == "float16":
             return 10.0
         return 40.0
+
+    def prox(self, w, step):
+        """The exact proximal operator of this penalty (see `Regularizer`).
+
+        Weights with `|w| <= step * strength / scale` become exactly zero,
+        the same ones that `L1(strength / scale).prox` zeroes; the others
+        move towards zero by `scale * W(k / scale * exp(|w| / scale))`, with
+        `k = step * strength / scale` and `W` the Lambert W function
+        (computed in log space, then refined by a Newton step to machine
+        precision). Past the exact limit, where the penalty continues along
+        its tangent, the step is a plain shift by `k * exp(limit)`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> w = np.array([0.05, -0.5, 2.0], dtype="float32")
+        >>> shrunk = ExpAbs(strength=0.1).prox(w, step=1.0)
+        >>> np.round(keras.ops.convert_to_numpy(shrunk), 4)
+        array([ 0.    , -0.3571,  1.5356], dtype=float32)
+        """
+        x, dtype = _prox_input(w, step)
+        limit = self.exact_limit(dtype)
+        shrunk = _proximal.exp_abs(
+            x,
+            step,
+            self.strength,
+            self.scale,
+            limit,
+            _kernels.EXP_ABS_SATURATION,
+        )
+        return ops.cast(shrunk, dtype)
 
     def __call__(self, x):
         x = _read(x)
@@ -376,6 +482,7 @@ class GroupLasso(_Penalty):
     """
 
     _config_keys = ("strength", "axis")
+    _strength_keys = ("strength",)
 
     def __init__(self, strength=0.01, axis=-1):
         self.strength = _validation.non_negative_float("strength", strength)
@@ -397,6 +504,14 @@ class GroupLasso(_Penalty):
                 f"for a weight of rank {ndim}."
             )
         return tuple(i for i in range(ndim) if i not in normalized)
+
+    def _prox(self, x, step):
+        # Block soft-thresholding: a group whose norm is at most
+        # step * strength * sqrt(|g|) becomes exactly zero.
+        reduction_axes = self._reduction_axes(len(x.shape))
+        group_size = math.prod(x.shape[i] for i in reduction_axes)
+        threshold = step * self.strength * math.sqrt(group_size)
+        return _proximal.group_soft_threshold(x, threshold, reduction_axes)
 
     def __call__(self, x):
         x = _penalty_input(x)
