@@ -1,0 +1,323 @@
+"""Tests for keras_regkit.callbacks.ProximalStep."""
+
+import copy
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+from serialization import run_on_two_cpus
+
+from keras_regkit.callbacks import ProximalStep
+from keras_regkit.regularizers import L1, ElasticNet, GroupLasso
+
+
+def _numpy(x):
+    return np.asarray(ops.convert_to_numpy(x), dtype="float64")
+
+
+def _soft_threshold(v, t):
+    return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def _sparse_problem(seed=0, rows=600, inputs=50, relevant=5):
+    """Linear data where only the first `relevant` of `inputs` matter."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, inputs)).astype("float32")
+    beta = np.zeros((inputs, 1), dtype="float32")
+    beta[:relevant, 0] = rng.choice([-1.0, 1.0], relevant) * rng.uniform(
+        1.0, 2.0, relevant
+    )
+    y = x @ beta + rng.normal(0, 0.5, (rows, 1)).astype("float32")
+    return x, y
+
+
+def _linear_model(inputs, regularizer, **dense_kwargs):
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(
+                1,
+                kernel_regularizer=regularizer,
+                kernel_initializer=keras.initializers.RandomNormal(
+                    stddev=0.1, seed=1
+                ),
+                name="dense",
+                **dense_kwargs,
+            ),
+        ]
+    )
+
+
+def _data_mse(model, x, y):
+    """The validation error without any penalty term."""
+    predictions = _numpy(model.predict(x, verbose=0))
+    return float(np.mean((predictions - y) ** 2))
+
+
+def test_l1_with_proximal_steps_gives_exact_zeros_where_keras_l1_gives_none():
+    """The issue's proof: 50 inputs, 5 relevant."""
+    x, y = _sparse_problem(rows=1000)
+    x, x_val, y, y_val = x[:600], x[600:], y[:600], y[600:]
+    # Full-batch steps: the proximal gradient method proper (with batches of
+    # 100, strength 0.2 zeroes 44 of the 45 irrelevant weights).
+    strength, fit = 0.1, {"epochs": 100, "batch_size": 600, "verbose": 0}
+
+    plain = _linear_model(50, keras.regularizers.L1(strength))
+    plain.compile(keras.optimizers.SGD(0.05), "mse")
+    plain.fit(x, y, **fit)
+
+    proximal = _linear_model(50, L1(strength))
+    proximal.compile(keras.optimizers.SGD(0.05), "mse")
+    proximal.fit(x, y, callbacks=[ProximalStep()], **fit)
+
+    plain_kernel = _numpy(plain.get_layer("dense").kernel)[:, 0]
+    kernel = _numpy(proximal.get_layer("dense").kernel)[:, 0]
+    irrelevant = slice(5, None)
+    assert np.mean(kernel[irrelevant] == 0.0) >= 0.9
+    assert np.count_nonzero(plain_kernel == 0.0) == 0
+    assert np.all(kernel[:5] != 0.0)  # the relevant inputs survive
+    plain_error = _data_mse(plain, x_val, y_val)
+    assert _data_mse(proximal, x_val, y_val) <= 1.05 * plain_error
+
+
+def _one_step_reference(w, b, x, y, lr, threshold_per_lr):
+    """One SGD step on the mse, then soft-thresholding of the kernel."""
+    residual = x @ w + b - y
+    grad_w = 2.0 * x.T @ residual / len(x)
+    grad_b = 2.0 * residual.mean(axis=0)
+    w = _soft_threshold(w - lr * grad_w, lr * threshold_per_lr)
+    return w, b - lr * grad_b
+
+
+def test_each_step_is_a_gradient_step_then_the_prox():
+    x, y = _sparse_problem(rows=16, inputs=6, relevant=2)
+    model = _linear_model(6, L1(0.3))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    w, b = (_numpy(v) for v in model.get_layer("dense").weights)
+    for _ in range(3):
+        w, b = _one_step_reference(w, b, x, y, 0.1, 0.3)
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        callbacks=[ProximalStep()],
+    )
+    kernel, bias = (_numpy(v) for v in model.get_layer("dense").weights)
+    np.testing.assert_allclose(kernel, w, atol=1e-6)
+    np.testing.assert_allclose(bias, b, atol=1e-6)
+
+
+def test_the_learning_rate_of_each_update_is_the_step():
+    x, y = _sparse_problem(rows=8, inputs=4, relevant=2)
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        0.2, decay_steps=1, decay_rate=0.5
+    )
+    model = _linear_model(4, L1(0.5))
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    w, b = (_numpy(v) for v in model.get_layer("dense").weights)
+    for step in range(3):
+        lr = 0.2 * 0.5**step
+        w, b = _one_step_reference(w, b, x, y, lr, 0.5)
+    model.fit(
+        x, y, batch_size=8, epochs=3, verbose=0, callbacks=[ProximalStep()]
+    )
+    np.testing.assert_allclose(
+        _numpy(model.get_layer("dense").kernel), w, atol=1e-6
+    )
+
+
+def test_the_penalty_leaves_the_loss_during_fit_and_comes_back():
+    x, y = _sparse_problem(rows=32, inputs=5, relevant=2)
+    model = _linear_model(5, L1(0.1), kernel_constraint="non_neg")
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    kernel = model.get_layer("dense").kernel
+    own_constraint = kernel.constraint
+    seen = []
+    watch = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(len(model.losses))
+    )
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[ProximalStep(), watch],
+    )
+    assert seen == [0, 0, 0, 0]
+    assert kernel.regularizer == L1(0.1)
+    assert kernel.constraint is own_constraint
+    assert len(model.losses) == 1
+    # The weight's own constraint held after each prox.
+    assert np.all(_numpy(kernel) >= 0.0)
+    # The layer's configuration was never touched.
+    config = model.get_layer("dense").get_config()
+    assert config["kernel_regularizer"]["class_name"] == "L1"
+
+
+def test_keras_l1l2_is_taken_over_and_other_weights_are_left_alone():
+    x, y = _sparse_problem(rows=32, inputs=5, relevant=2)
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(
+                4, kernel_regularizer=keras.regularizers.L1L2(0.2, 0.1)
+            ),
+            keras.layers.Dense(1, kernel_regularizer=lambda w: ops.sum(w)),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    counts = []
+    watch = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: counts.append(len(model.losses))
+    )
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ProximalStep(), watch])
+    assert counts == [1]  # the custom penalty stays a loss term
+    assert isinstance(
+        model.layers[0].kernel.regularizer, keras.regularizers.L1L2
+    )
+
+
+def test_layers_selector_limits_the_weights():
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, kernel_regularizer=L1(0.5), name="first"),
+            keras.layers.Dense(1, kernel_regularizer=L1(0.5), name="last"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    counts = []
+    watch = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: counts.append(len(model.losses))
+    )
+    x, y = _sparse_problem(rows=32, inputs=5, relevant=2)
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        verbose=0,
+        callbacks=[ProximalStep(layers="first"), watch],
+    )
+    assert counts == [1]
+
+
+def test_group_lasso_zeroes_whole_units():
+    x, y = _sparse_problem(rows=128, inputs=6, relevant=2)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, kernel_regularizer=GroupLasso(0.1, axis=0)),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    model.fit(
+        x, y, epochs=100, batch_size=128, verbose=0, callbacks=[ProximalStep()]
+    )
+    kernel = _numpy(model.layers[0].kernel)
+    zero_rows = np.all(kernel == 0.0, axis=1)
+    # The 4 irrelevant inputs are dropped as whole groups, the 2 others kept.
+    np.testing.assert_array_equal(zero_rows, [False, False] + [True] * 4)
+    assert np.all((kernel == 0.0).sum(axis=1)[~zero_rows] == 0)
+
+
+def test_a_fit_that_raises_is_repaired_by_release_and_by_the_next_fit():
+    x, y = _sparse_problem(rows=32, inputs=5, relevant=2)
+    model = _linear_model(5, ElasticNet(0.1, 0.1))
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    kernel = model.get_layer("dense").kernel
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(x, y, verbose=0, callbacks=[ProximalStep(), Boom()])
+    assert kernel.regularizer is None  # Keras called no on_train_end
+    assert ProximalStep.release(model) == 1
+    assert kernel.regularizer == ElasticNet(0.1, 0.1)
+    assert kernel.constraint is None
+    assert ProximalStep.release(model) == 0
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(x, y, verbose=0, callbacks=[ProximalStep(), Boom()])
+    model.fit(x, y, verbose=0, callbacks=[ProximalStep()])
+    assert kernel.regularizer == ElasticNet(0.1, 0.1)
+    assert kernel.constraint is None
+
+
+def test_survives_deepcopy_and_reuse_across_fits():
+    x, y = _sparse_problem(rows=32, inputs=5, relevant=2)
+    callback = copy.deepcopy(ProximalStep(layers=["dense"]))
+    assert callback.layers == ["dense"]
+    model = _linear_model(5, L1(0.2))
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    for _ in range(2):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+        assert model.get_layer("dense").kernel.regularizer == L1(0.2)
+
+
+def test_nothing_to_do_is_an_error_naming_the_penalties_found():
+    x, y = _sparse_problem(rows=8, inputs=3, relevant=1)
+    model = _linear_model(3, lambda w: ops.sum(ops.abs(w)))
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="dense/kernel have no proximal"):
+        model.fit(x, y, verbose=0, callbacks=[ProximalStep()])
+    plain = _linear_model(3, None)
+    plain.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="found no trainable weight"):
+        plain.fit(x, y, verbose=0, callbacks=[ProximalStep()])
+    with pytest.raises(ValueError, match="matches no layer"):
+        model.fit(x, y, verbose=0, callbacks=[ProximalStep(layers="nope")])
+
+
+def test_bad_selector_is_refused_at_construction():
+    with pytest.raises(TypeError, match="argument `layers`"):
+        ProximalStep(layers=3)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_matches_one_device():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit import L1
+        from keras_regkit.callbacks import ProximalStep
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(256, 20)).astype("float32")
+        y = x[:, :2].sum(axis=1, keepdims=True)
+        kernels = []
+        for scope in (strategy, one_device):
+            with scope.scope():
+                model = keras.Sequential([
+                    keras.Input((20,)),
+                    keras.layers.Dense(
+                        1, kernel_regularizer=L1(0.05),
+                        kernel_initializer="ones",
+                    ),
+                ])
+                model.compile(keras.optimizers.SGD(0.05), "mse")
+            model.fit(x, y, batch_size=32, epochs=20, verbose=0,
+                      shuffle=False, callbacks=[ProximalStep()])
+            kernels.append(np.asarray(model.layers[0].kernel))
+        print(json.dumps([
+            int((kernels[0][2:] == 0).sum()),
+            float(np.abs(kernels[0] - kernels[1]).max()),
+            len(model.losses),
+        ]))
+        """
+    )
+    zeros, gap, losses = json.loads(output.strip().splitlines()[-1])
+    assert zeros >= 15
+    assert gap < 1e-5
+    assert losses == 1
