@@ -43,7 +43,7 @@ implementation (so that neither inherits the other's freed memory), the
 same model is warmed up with two epochs of `fit`, then:
 
 1. a snapshot is taken (`model.get_weights()`, or keras_regkit's
-   `early_stopping._snapshot(model, None)`) and the model trains one epoch;
+   `_weights.copy_values(model.weights)`) and the model trains one epoch;
 2. a second snapshot replaces the first, as the callback does on an
    improvement (Keras's list is replaced once the new one is built,
    keras_regkit's copies one weight at a time over the old ones), and the
@@ -146,7 +146,7 @@ from bench_regularizers import (
 )
 
 import keras_regkit
-from keras_regkit.callbacks.early_stopping import _snapshot
+from keras_regkit._weights import copy_values
 
 HIDDEN_UNITS = (2048, 2048, 2048)  # with 784 inputs, 10 M parameters
 MONITOR = "score"
@@ -341,7 +341,9 @@ SNAPSHOTS = {
     # Keras's callback: `self.best_weights = self.model.get_weights()`, the
     # old list alive until the new one is built.
     KERAS_STOPPING: lambda model, previous: model.get_weights(),
-    REGKIT_STOPPING: _snapshot,
+    REGKIT_STOPPING: lambda model, previous: copy_values(
+        model.weights, previous
+    ),
 }
 
 RESIDENT = "resident memory"

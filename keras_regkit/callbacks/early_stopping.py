@@ -4,29 +4,13 @@ import math
 import warnings
 
 import keras
-import numpy as np
 
-from keras_regkit import _validation
+from keras_regkit import _metrics, _validation, _weights
 from keras_regkit.callbacks._prechelt import PrecheltCriterion
 
 _MODES = ("auto", "min", "max")
 _DELTA_MODES = ("abs", "rel")
 _CRITERIA = ("patience", "gl", "pq", "up")
-
-
-def _snapshot(model, previous):
-    """Copies of `model.weights` where they live (no trip to the host).
-
-    The copies replace those in `previous` one weight at a time, so at most
-    one copy of the weights (and one weight more) exists besides the model.
-    """
-    weights = model.weights
-    if previous is None or len(previous) != len(weights):
-        previous = [None] * len(weights)
-    for index, weight in enumerate(weights):
-        previous[index] = None  # free the old copy first
-        previous[index] = keras.ops.copy(keras.ops.stop_gradient(weight.value))
-    return previous
 
 
 def _criterion_alpha(criterion, alpha):
@@ -42,17 +26,6 @@ def _criterion_alpha(criterion, alpha):
     if criterion == "up":
         return _validation.positive_int("alpha", alpha)
     return _validation.positive_float("alpha", alpha)
-
-
-def _metric_direction(model, name):
-    """'up', 'down' or None: the direction Keras records for a metric."""
-    for metric in getattr(model, "metrics", []):
-        for inner in [metric, *getattr(metric, "metrics", [])]:
-            if getattr(inner, "name", None) == name:
-                direction = getattr(inner, "_direction", None)
-                if direction in ("up", "down"):
-                    return direction
-    return None
 
 
 class EarlyStopping(keras.callbacks.Callback):
@@ -234,9 +207,7 @@ class EarlyStopping(keras.callbacks.Callback):
         if self.mode == "max":
             self.monitor_op = keras.ops.greater
             return
-        name = self.monitor.removeprefix("val_")
-        direction = "down" if name == "loss" else None
-        direction = _metric_direction(self.model, name) or direction
+        direction = _metrics.direction(self.model, self.monitor)
         if direction is None:
             raise ValueError(
                 f"EarlyStopping received monitor={self.monitor!r}, but cannot "
@@ -284,7 +255,9 @@ class EarlyStopping(keras.callbacks.Callback):
             return
         copied_now = False
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = _snapshot(self.model, self.best_weights)
+            self.best_weights = _weights.copy_values(
+                self.model.weights, self.best_weights
+            )
             self.best_epoch = epoch
             copied_now = True
         self.wait += 1
@@ -293,7 +266,9 @@ class EarlyStopping(keras.callbacks.Callback):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights and not copied_now:
-                self.best_weights = _snapshot(self.model, self.best_weights)
+                self.best_weights = _weights.copy_values(
+                    self.model.weights, self.best_weights
+                )
             if self.baseline is None or self._better(current, self.baseline):
                 self.wait = 0
         if self.stopping_threshold is not None and self._at_least(
@@ -361,14 +336,7 @@ class EarlyStopping(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         if value is not None:
             # Some metrics log arrays: F1Score gives shape (1,) by default.
-            array = np.asarray(keras.ops.convert_to_numpy(value), "float64")
-            if array.size != 1:
-                raise ValueError(
-                    f"EarlyStopping monitors one number, but `{self.monitor}`"
-                    f" is an array of shape {array.shape}. Monitor an "
-                    "averaged metric, such as F1Score(average='macro')."
-                )
-            return float(array.reshape(()))
+            return _metrics.scalar(value, self.monitor, "EarlyStopping")
         message = (
             f"EarlyStopping is conditioned on `{self.monitor}`, which is not "
             f"in the logs. Available keys: {', '.join(logs) or '(none)'}"
