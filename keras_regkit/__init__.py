@@ -5,7 +5,9 @@ Weight penalties for the ordinary `kernel_regularizer=` arguments, and
 exist, pretrained ones included. `layers.Dropout` and `layers.DropPath`
 follow Keras's `training` flag, can stay on for Monte-Carlo inference
 (`mc_predict`) and change their rates during training
-(`callbacks.DropoutScheduler`, `schedules`).
+(`callbacks.DropoutScheduler`, `schedules`). `shrink` makes a trained
+model's weights smaller, as far as its validation data allows, and
+`callbacks.ProximalStep` trains L1-type penalties to exact zeros.
 
 Example:
 
@@ -27,6 +29,8 @@ from keras_regkit import callbacks, layers, regularizers, schedules
 from keras_regkit.attach import penalties, regularize
 from keras_regkit.monte_carlo import mc_predict
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
+from keras_regkit.shrinkage import shrink
+from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
 
 __all__ = [
     "ElasticNet",
@@ -34,6 +38,8 @@ __all__ = [
     "GroupLasso",
     "L1",
     "L2",
+    "ShrinkageReport",
+    "ShrinkageRow",
     "__version__",
     "callbacks",
     "layers",
@@ -42,4 +48,5 @@ __all__ = [
     "regularize",
     "regularizers",
     "schedules",
+    "shrink",
 ]

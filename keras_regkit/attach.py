@@ -372,3 +372,55 @@ def penalties(model):
             found.setdefault(path, {})[variable.name] = float(value)
     order = {path: i for i, (path, _) in enumerate(owners)}
     return dict(sorted(found.items(), key=lambda item: order[item[0]]))
+
+
+def selected_weights(model, layers=None, bias=False):
+    """The trainable weights that a `regularize` call would reach.
+
+    Kernels of every kind (`kernel`, `recurrent`, `embeddings`, `depthwise`,
+    `pointwise`), and biases only when asked, of the layers `layers`
+    chooses, each weight once.
+
+    Args:
+        model: a `keras.Model` or `keras.layers.Layer`, built.
+        layers: a selector (see `keras_regkit.selectors`); `None` means
+            every layer.
+        bias: whether biases are included.
+
+    Returns:
+        A list of `(name, variable)` in layer order, `name` being the layer
+        path and the weight name joined by `/` (`"dense/kernel"`).
+
+    Raises:
+        ValueError: when `layers` matches no layer, or the layers chosen
+            hold no such weight.
+    """
+    selectors.check_model(model)
+    if layers is None:
+        chosen = selectors.walk(model)
+    else:
+        selectors.check_selector(layers)
+        chosen = selectors.select(model, layers)
+        if not chosen:
+            raise ValueError(
+                f"The selector {layers!r} (argument `layers`) matches no "
+                f"layer. Layers available: {_available(model)}"
+            )
+    found, seen = [], set()
+    for path, layer in chosen:
+        for role in _roles_of(layer):
+            if role == "bias" and not bias:
+                continue
+            variable = _variable(layer, role)
+            if variable is None or not variable.trainable:
+                continue
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                found.append((f"{path}/{variable.name}", variable))
+    if not found:
+        raise ValueError(
+            "The layers chosen hold no trainable kernel"
+            f"{' or bias' if bias else ''}. Layers available: "
+            f"{_available(model)}"
+        )
+    return found

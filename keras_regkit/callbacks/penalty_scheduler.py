@@ -1,0 +1,354 @@
+"""Changes the strengths of weight penalties from epoch to epoch."""
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from keras_regkit import selectors
+from keras_regkit.callbacks.regularization_monitor import (
+    _copy_settings,
+    _owned_weights,
+)
+
+_RUN_STATE = ("_targets", "_current", "_targets_model")
+
+
+class _Target:
+    """One penalised weight the scheduler scales, and what to restore."""
+
+    def __init__(self, path, layer, variable):
+        self.path = path
+        self.layer = layer
+        self.variable = variable
+        self.base = variable.regularizer
+        # The layer attributes that hold this same penalty (the one
+        # `get_config()` saves, such as `kernel_regularizer`), with the
+        # value each had, to put back at the end.
+        self.attributes = {
+            name: value
+            for name, value in vars(layer).items()
+            if name.endswith("regularizer")
+            and "activity" not in name
+            and _same_penalty(value, self.base)
+        }
+
+    def set(self, penalty):
+        self.variable.regularizer = penalty
+        for name in self.attributes:
+            setattr(self.layer, name, penalty)
+
+    def restore(self):
+        self.variable.regularizer = self.base
+        for name, value in self.attributes.items():
+            setattr(self.layer, name, value)
+
+
+def _same_penalty(value, penalty):
+    if not isinstance(value, keras.regularizers.Regularizer):
+        return False
+    return value is penalty or value == penalty
+
+
+def _available(model):
+    names = [path for path, _ in selectors.walk(model)]
+    return ", ".join(repr(name) for name in names) or "(none)"
+
+
+def _rebuild_compiled_functions(model):
+    """Makes `fit` and `evaluate` trace their steps anew at the next step.
+
+    Keras's `fit` looks `model.train_function` up at every step, so a new
+    one set between epochs is used from the next epoch on.
+    """
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    if getattr(model, "test_function", None) is not None:
+        model.make_test_function(force=True)
+
+
+class PenaltyScheduler(keras.callbacks.Callback):
+    """Scales the strengths of weight penalties at the start of every epoch.
+
+    At the beginning of each epoch `schedule(epoch)` gives a factor, and the
+    penalty of every chosen weight becomes its penalty as it was when
+    training began, with its strengths multiplied by the factor
+    (`regularizer.scaled(factor)`): a schedule going from 0 to 1 warms any
+    penalty up, elastic net's two strengths together. The scaled penalty is
+    set where `model.losses` reads it (`variable.regularizer`) and on the
+    layer attributes holding the same regularizer (`kernel_regularizer`,
+    ...), which `get_config()` saves, so a checkpoint written during
+    training records the penalty in force. Only trainable weights are
+    scheduled: Keras counts no other penalty.
+
+    Keras compiles the strengths into the train step, so when a factor
+    changes, the model's compiled train and test functions are rebuilt and
+    traced again at their next call: the new penalty counts from that
+    epoch's first step on (`fit` looks `model.train_function` up at every
+    step). Epochs whose factors are those of the previous epoch cost
+    nothing, and a constant schedule never causes a new trace.
+
+    On JAX, a rebuilt step is traced again only if nothing holds on to the
+    previous `model.train_function`: JAX reuses the traces of
+    `jax.jit(model.train_step)` for as long as any function jitted from
+    that method is alive. Neither `fit` nor this callback keeps one; code
+    that stores `model.train_function` somewhere would make the new
+    strengths silently not count.
+
+    When training begins, the schedule is evaluated for every epoch from 0
+    to `epochs - 1` (Keras does not tell callbacks the `initial_epoch`), so
+    that a bad factor at epoch 40 fails before the first step, with the
+    model untouched. The schedule must therefore be a function of the epoch
+    alone.
+
+    When training ends, every penalty is put back as it was, so the model
+    (and the file it is saved to) keeps the user's configuration. If `fit`
+    raises or is interrupted, Keras does not call `on_train_end`: the
+    scaled penalties then stay on the model until `restore()` is called, or
+    until this callback's next `fit` begins, which restores them first.
+    Wrap `fit` in `try: ... finally: scheduler.restore()` to be sure.
+
+    Only keras_regkit regularizers can be scaled (they have a `scaled`
+    method); a chosen weight with another penalty is a `TypeError`. Use one
+    scheduler per weight: two would each set their own factor.
+
+    Args:
+        schedule: callable, `schedule(epoch) -> factor`, `epoch` counted
+            from 0 as in `keras.callbacks.LearningRateScheduler`. It returns
+            a non-negative finite float for every chosen weight, or a dict
+            mapping selectors (layer names, paths, glob patterns, classes,
+            predicates) to factors: the first key that matches a layer, or a
+            layer enclosing it, decides its factor, as in
+            `regularize(rules=...)`; weights no key matches keep their
+            penalty (factor 1).
+        layers: which layers' penalties to schedule: None (the default) for
+            every penalised trainable weight of the model, or a selector
+            (see `keras_regkit.selectors`).
+        verbose: 0 or 1. With 1, prints the factors whenever they change.
+
+    When every scheduled weight has the same factor, the epoch's logs get it
+    as `penalty_factor`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_regkit import L2
+    >>> from keras_regkit.callbacks import PenaltyScheduler
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)),
+    ...     keras.layers.Dense(1, kernel_regularizer=L2(0.01), name="dense"),
+    ... ])
+    >>> model.compile("sgd", "mse")
+    >>> warm_up = PenaltyScheduler(lambda epoch: min(1.0, epoch / 2))
+    >>> history = model.fit(
+    ...     np.ones((8, 3)), np.ones((8, 1)), epochs=4, verbose=0,
+    ...     callbacks=[warm_up],
+    ... )
+    >>> history.history["penalty_factor"]
+    [0.0, 0.5, 1.0, 1.0]
+    >>> model.get_layer("dense").kernel_regularizer  # restored
+    L2(l2=0.01)
+    """
+
+    def __init__(self, schedule, layers=None, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(
+                "Invalid value received for argument `schedule`. Expected a "
+                "callable taking the epoch and returning a factor. Received: "
+                f"schedule={schedule!r}"
+            )
+        if layers is not None:
+            selectors.check_selector(layers, "layers")
+        if verbose not in (0, 1) or isinstance(verbose, bool):
+            raise ValueError(
+                "Invalid value received for argument `verbose`. Expected 0 "
+                f"or 1. Received: verbose={verbose!r}"
+            )
+        self.schedule = schedule
+        self.layers = layers
+        self.verbose = verbose
+        self._targets = None
+        self._current = None
+        self._targets_model = None
+
+    def on_train_begin(self, logs=None):
+        self.restore()  # what a previous `fit` that raised left behind
+        targets = self._find_targets()
+        # Check everything before the first change.
+        for epoch in range((self.params or {}).get("epochs") or 0):
+            self._factors(epoch, targets)
+        self._targets = targets
+        self._targets_model = self.model
+        self._current = {target.path: 1.0 for target in targets}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        factors = self._factors(epoch, self._targets)
+        changed = {
+            path: factor
+            for path, factor in factors.items()
+            if factor != self._current[path]
+        }
+        if not changed:
+            return
+        scaled = {}
+        for target in self._targets:
+            if target.path in changed:
+                target.set(
+                    self._scaled(target.base, changed[target.path], scaled)
+                )
+        self._current.update(changed)
+        _rebuild_compiled_functions(self.model)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self._current:
+            return
+        factors = set(self._current.values())
+        if len(factors) == 1:
+            logs["penalty_factor"] = factors.pop()
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def __deepcopy__(self, memo):
+        return _copy_settings(self, memo, _RUN_STATE)
+
+    def restore(self):
+        """Puts back the penalties the model had when training began.
+
+        `fit` calls it when training ends; call it yourself after a `fit`
+        that raised. Does nothing when there is nothing to restore.
+        """
+        if self._targets is None:
+            return
+        for target in reversed(self._targets):
+            target.restore()
+        if any(factor != 1.0 for factor in self._current.values()):
+            _rebuild_compiled_functions(self._targets_model)
+        # Hold no reference to the model's layers.
+        self._targets = None
+        self._current = None
+        self._targets_model = None
+
+    def _described(self):
+        """What the factors are now, for `verbose=1`."""
+        factors = set(self._current.values())
+        if len(factors) == 1:
+            return f"set the penalty factor to {factors.pop():.4g}"
+        described = ", ".join(
+            f"{path}={factor:.4g}" for path, factor in self._current.items()
+        )
+        return f"set the penalty factors {described}"
+
+    @staticmethod
+    def _scaled(base, factor, cache):
+        """`base.scaled(factor)`, the same object for a shared `base`."""
+        if factor == 1.0:
+            return base
+        key = (id(base), factor)
+        if key not in cache:
+            cache[key] = base.scaled(factor)
+        return cache[key]
+
+    def _find_targets(self):
+        """The penalised trainable weights this callback schedules."""
+        model = self.model
+        weights = _owned_weights(model)
+        if self.layers is not None:
+            chosen = selectors.select(model, self.layers)
+            if not chosen:
+                raise ValueError(
+                    f"PenaltyScheduler: the selector {self.layers!r} "
+                    "(argument `layers`) matches no layer of model "
+                    f"{model.name!r}. Layers available: {_available(model)}"
+                )
+            ids = {id(layer) for _, layer in chosen}
+            weights = [entry for entry in weights if id(entry[1]) in ids]
+        trainable = {id(v) for v in model.trainable_weights}
+        targets = [
+            _Target(path, layer, variable)
+            for path, layer, variable in weights
+            if id(variable) in trainable and variable.regularizer is not None
+        ]
+        if not targets:
+            where = (
+                "" if self.layers is None else f" among layers {self.layers!r}"
+            )
+            raise ValueError(
+                "PenaltyScheduler found no trainable weight with a penalty"
+                f"{where} in model {model.name!r}. Add penalties first, with "
+                "`kernel_regularizer=...` or `keras_regkit.regularize`."
+            )
+        for target in targets:
+            if not callable(getattr(target.base, "scaled", None)):
+                raise TypeError(
+                    "PenaltyScheduler can only scale keras_regkit "
+                    f"regularizers. Layer {target.path!r} has the penalty "
+                    f"{target.base!r} ({type(target.base).__name__}) on its "
+                    f"weight {target.variable.name!r}. Use the keras_regkit "
+                    "regularizer of the same name (`keras_regkit.L2`, ...), "
+                    "or leave that layer out with `layers=`."
+                )
+        return targets
+
+    def _factors(self, epoch, targets):
+        """`{layer path: factor}` for `epoch`; raises on a bad factor."""
+        value = self.schedule(epoch)
+        if isinstance(value, Mapping):
+            return self._factors_by_key(epoch, value, targets)
+        factor = _checked_factor(epoch, value, "")
+        return {target.path: factor for target in targets}
+
+    def _factors_by_key(self, epoch, value, targets):
+        keys = list(value)
+        for key in keys:
+            selectors.check_selector(key, name="schedule key")
+        paths = set(_paths(targets))
+        # The first key matching a layer or one enclosing it, as `rules=`.
+        index_of = {
+            path: index
+            for path, _, index in selectors.first_match(keys, self.model)
+            if path in paths
+        }
+        factors = {}
+        for target in targets:
+            index = index_of.get(target.path)
+            if index is None:
+                factors[target.path] = 1.0
+            else:
+                key = keys[index]
+                factors[target.path] = _checked_factor(
+                    epoch, value[key], f" for {key!r}"
+                )
+        used = set(index_of.values())
+        unused = [key for index, key in enumerate(keys) if index not in used]
+        if unused:
+            raise ValueError(
+                f"PenaltyScheduler: the schedule's factors for epoch {epoch} "
+                f"name layers that have no scheduled penalty: {unused}. "
+                f"Scheduled layers: {_paths(targets)}"
+            )
+        return factors
+
+
+def _paths(targets):
+    """The layer paths of `targets`, once each, in layer order."""
+    return list(dict.fromkeys(target.path for target in targets))
+
+
+def _checked_factor(epoch, factor, where):
+    """`factor` as a float if it is a non-negative finite number."""
+    is_number = isinstance(factor, numbers.Real) and not isinstance(
+        factor, (bool, np.bool_)
+    )
+    if not is_number or not math.isfinite(factor) or factor < 0:
+        raise ValueError(
+            "PenaltyScheduler: the schedule returned an invalid factor"
+            f"{where} for epoch {epoch}. Expected a non-negative finite "
+            f"float. Received: factor={factor!r}"
+        )
+    return float(factor)

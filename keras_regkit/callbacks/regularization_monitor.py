@@ -1,0 +1,272 @@
+"""Logs weight penalties, kernel norms and sparsity at the end of epochs."""
+
+import copy
+
+import keras
+from keras import ops
+
+from keras_regkit import _validation, selectors
+
+# Weight names that count as kernels; biases, normalization scales and other
+# weights never do.
+_KERNEL_NAMES = (
+    "kernel",
+    "recurrent_kernel",
+    "embeddings",
+    "depthwise_kernel",
+    "pointwise_kernel",
+)
+_HALF_PRECISION = ("float16", "bfloat16")
+
+
+def _owned_weights(model):
+    """Every weight of `model` with the path of the layer that owns it.
+
+    A weight belongs to the innermost layer that holds it, as in
+    `keras_regkit.penalties`; weights a model holds itself, outside any of
+    its layers, are listed under the model's name.
+
+    Returns:
+        A list of `(path, layer, variable)` in `selectors.walk` order.
+    """
+    owners = selectors.walk(model)
+    claimed = set()
+    found = {}
+    # Children come after their parents in `walk` order: going backwards,
+    # each variable is credited to the innermost layer that holds it.
+    for path, layer in reversed(owners):
+        for variable in layer.weights:
+            if id(variable) not in claimed:
+                claimed.add(id(variable))
+                found.setdefault(path, []).append((layer, variable))
+    owned = [
+        (path, layer, variable)
+        for path, layer in owners
+        for layer, variable in found.get(path, ())
+    ]
+    own = [v for v in model.weights if id(v) not in claimed]
+    return [(model.name, model, v) for v in own] + owned
+
+
+def _copy_settings(callback, memo, run_state):
+    """A deep copy of `callback` without the model or its run state.
+
+    The attributes named in `run_state` (references to the model's layers
+    and variables) and the model itself are not copied: the copy starts
+    fresh, and `fit` gives it its model. Keras Tuner deep-copies the
+    callbacks of every trial, and copying a model along is wasteful at
+    best.
+    """
+    copied = type(callback).__new__(type(callback))
+    memo[id(callback)] = copied
+    for key, value in vars(callback).items():
+        if key == "_model" or key in run_state:
+            setattr(copied, key, None)
+        else:
+            setattr(copied, key, copy.deepcopy(value, memo))
+    return copied
+
+
+def _to_floats(tensors):
+    """Python floats of scalar tensors, one transfer to the host per dtype."""
+    groups = {}
+    for index, tensor in enumerate(tensors):
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        groups.setdefault(dtype, []).append(index)
+    values = [0.0] * len(tensors)
+    for indices in groups.values():
+        stacked = ops.convert_to_numpy(ops.stack([tensors[i] for i in indices]))
+        for index, value in zip(indices, stacked.tolist(), strict=True):
+            values[index] = float(value)
+    return values
+
+
+def _read(variable):
+    """The value of `variable`, outside any gradient computation."""
+    return ops.stop_gradient(ops.convert_to_tensor(variable))
+
+
+def _as_float_tensor(x):
+    """`x` as a tensor of float32 or float64 (wider halves, cast integers)."""
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _HALF_PRECISION or not keras.backend.is_float_dtype(dtype):
+        x = ops.cast(x, "float32")
+    return x
+
+
+def _available(model):
+    names = [path for path, _ in selectors.walk(model)]
+    return ", ".join(repr(name) for name in names) or "(none)"
+
+
+class RegularizationMonitor(keras.callbacks.Callback):
+    """Logs weight penalties, kernel norms and kernel sparsity every epoch.
+
+    At the end of every epoch it adds to the epoch's logs, which `History`,
+    `CSVLogger` and `TensorBoard` then record:
+
+    - `penalty`: the total weight penalty, `sum(regularizer(w))` over the
+      trainable weights that have a regularizer: what Keras adds to the
+      loss, and the sum of `keras_regkit.penalties(model)`. 0.0 without
+      penalties.
+    - `penalty/<layer path>`: the same sum over the weights of one layer,
+      for every layer with a penalised weight (whichever `layers` says).
+    - `kernel_norm/<layer path>`: the L2 (Frobenius) norm
+      `sqrt(sum(w**2))` of the kernel of each chosen layer.
+    - `zero_fraction/<layer path>`: the fraction of that kernel's entries
+      with `|w| <= zero_tol`.
+
+    Kernels are the weights named "kernel", "recurrent_kernel",
+    "embeddings", "depthwise_kernel" or "pointwise_kernel", never biases.
+    A layer with more than one (an LSTM cell, a separable convolution) gets
+    one key per kernel, `kernel_norm/<layer path>/<weight name>`. Layer
+    paths are those of `keras_regkit.selectors.walk`, such as
+    `"encoder/dense"`, and a weight belongs to the innermost layer holding
+    it.
+
+    The numbers are computed where the weights live, with `keras.ops`, and
+    brought to the host once per epoch. The values are those of the weights
+    at the end of the epoch (on JAX, after `fit` has written its state back
+    to the model).
+
+    Callbacks listed before this one in `fit(callbacks=...)` do not see its
+    keys; `History` always comes last and sees them.
+
+    Args:
+        layers: which kernels to report: None (the default) for every layer
+            with a kernel, or a selector (a name, glob, path, class,
+            predicate or list; see `keras_regkit.selectors`). Penalties are
+            reported for every layer regardless.
+        zero_tol: non-negative float; entries with `|w| <= zero_tol` count as
+            zeros. The default, 0.0, counts exact zeros only.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_regkit import L1
+    >>> from keras_regkit.callbacks import RegularizationMonitor
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)),
+    ...     keras.layers.Dense(
+    ...         2, kernel_initializer="ones", kernel_regularizer=L1(0.5),
+    ...         name="dense",
+    ...     ),
+    ... ])
+    >>> model.compile(keras.optimizers.SGD(learning_rate=0.0), "mse")
+    >>> history = model.fit(
+    ...     np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0,
+    ...     callbacks=[RegularizationMonitor()],
+    ... )
+    >>> logs = {k: v[0] for k, v in history.history.items() if k != "loss"}
+    >>> logs  # 0.5 * 6 weights of 1, and sqrt(6)
+    {'penalty': 3.0, 'penalty/dense': 3.0, 'kernel_norm/dense': 2.44949,
+     'zero_fraction/dense': 0.0}
+    """
+
+    def __init__(self, layers=None, zero_tol=0.0):
+        super().__init__()
+        if layers is not None:
+            selectors.check_selector(layers, "layers")
+        self.layers = layers
+        self.zero_tol = _validation.non_negative_float("zero_tol", zero_tol)
+        self._weights = None
+        self._kernels = None
+
+    def on_train_begin(self, logs=None):
+        self._weights = _owned_weights(self.model)
+        self._kernels = self._find_kernels()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.values())
+
+    def on_train_end(self, logs=None):
+        # Hold no reference to the model's weights.
+        self._weights = None
+        self._kernels = None
+
+    def __deepcopy__(self, memo):
+        return _copy_settings(self, memo, ("_weights", "_kernels"))
+
+    def values(self):
+        """The numbers this callback logs, for the model's current weights.
+
+        `fit` calls it at the end of every epoch. It can also be called
+        outside `fit`, once the callback has a model (`set_model`).
+
+        Returns:
+            A dict from the log keys described above to Python floats.
+        """
+        model = self.model  # on JAX, writes fit's state back to the model
+        weights = self._weights or _owned_weights(model)
+        kernels = self._kernels
+        if kernels is None:
+            kernels = self._find_kernels()
+        trainable = {id(v) for v in model.trainable_weights}
+        tensors = []
+        penalised = []
+        for path, _, variable in weights:
+            if id(variable) in trainable and variable.regularizer is not None:
+                # As Keras does: a non-scalar penalty is summed.
+                penalty = ops.sum(variable.regularizer(_read(variable)))
+                tensors.append(_as_float_tensor(penalty))
+                penalised.append(path)
+        for _, variable in kernels:
+            w = _as_float_tensor(_read(variable))
+            tensors.append(ops.sqrt(ops.sum(ops.square(w))))
+            zeros = ops.less_equal(ops.abs(w), self.zero_tol)
+            tensors.append(ops.mean(ops.cast(zeros, w.dtype)))
+        numbers = _to_floats(tensors)
+        penalties, statistics = (
+            numbers[: len(penalised)],
+            numbers[len(penalised) :],
+        )
+        per_layer = {}
+        for path, value in zip(penalised, penalties, strict=True):
+            per_layer[path] = per_layer.get(path, 0.0) + value
+        found = {"penalty": float(sum(penalties))}
+        found.update({f"penalty/{p}": v for p, v in per_layer.items()})
+        for index, (key, _) in enumerate(kernels):
+            found[f"kernel_norm/{key}"] = statistics[2 * index]
+            found[f"zero_fraction/{key}"] = statistics[2 * index + 1]
+        return found
+
+    def _find_kernels(self):
+        """`(key, variable)` for each kernel to report, in layer order."""
+        model = self.model
+        weights = self._weights or _owned_weights(model)
+        kernels = [
+            (path, layer, variable)
+            for path, layer, variable in weights
+            if variable.name in _KERNEL_NAMES
+        ]
+        if self.layers is not None:
+            chosen = selectors.select(model, self.layers)
+            if not chosen:
+                raise ValueError(
+                    f"RegularizationMonitor: the selector {self.layers!r} "
+                    f"(argument `layers`) matches no layer of model "
+                    f"{model.name!r}. Layers available: {_available(model)}"
+                )
+            ids = {id(layer) for _, layer in chosen}
+            with_kernels = list(dict.fromkeys(path for path, _, _ in kernels))
+            kernels = [entry for entry in kernels if id(entry[1]) in ids]
+            if not kernels:
+                raise ValueError(
+                    f"RegularizationMonitor: the selector {self.layers!r} "
+                    "(argument `layers`) matches no layer with a kernel "
+                    f"({', '.join(_KERNEL_NAMES)}) in model {model.name!r}. "
+                    "Layers with kernels: "
+                    f"{', '.join(repr(p) for p in with_kernels) or '(none)'}"
+                )
+        counts = {}
+        for path, _, _ in kernels:
+            counts[path] = counts.get(path, 0) + 1
+        return [
+            (
+                path if counts[path] == 1 else f"{path}/{variable.name}",
+                variable,
+            )
+            for path, _, variable in kernels
+        ]

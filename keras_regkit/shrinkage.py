@@ -1,0 +1,600 @@
+"""Post-hoc weight shrinkage: make a trained model's weights smaller, safely.
+
+`shrink` walks a path of shrinkage levels on a trained model, measures each
+point on validation data and keeps the best one. The model that comes back
+is never worse on that data than the one that went in.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_regkit import (
+    _metrics,
+    _proximal,
+    _validation,
+    _weights,
+    attach,
+    regularizers,
+)
+from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
+
+METHODS = ("scale", "soft_threshold", "prune", "penalty")
+SELECTIONS = ("best", "sparsest_within")
+PRUNE_SCOPES = ("layer", "global")
+
+_DEFAULT_LEVELS = {
+    "scale": tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 1.0, 10)),
+    "prune": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+    "penalty": tuple(float(f"{x:.3g}") for x in np.geomspace(1e-6, 1e-2, 9)),
+}
+_SOFT_THRESHOLD_QUANTILES = (0.05, 0.95)
+_SOFT_THRESHOLD_LEVELS = 10
+
+
+def _check_levels(method, levels):
+    """The levels as a sorted tuple of floats, each valid for `method`."""
+    if levels is None:
+        return None
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise TypeError(
+            "Invalid value received for argument `levels`. Expected a "
+            f"sequence of numbers. Received: levels={levels!r}"
+        )
+    levels = list(levels)
+    if not levels:
+        raise ValueError(
+            "Invalid value received for argument `levels`. Expected at least "
+            "one level. Received: levels=[]"
+        )
+    checked = []
+    for level in levels:
+        if method == "prune":
+            value = _validation.unit_interval_float("levels", level)
+            if not 0.0 < value < 1.0:
+                raise ValueError(
+                    "Invalid value received for argument `levels`. Expected "
+                    "pruning fractions in (0, 1). Received: "
+                    f"levels={levels!r}"
+                )
+        else:
+            value = _validation.positive_float("levels", level)
+        checked.append(value)
+    return tuple(sorted(set(checked)))
+
+
+def _default_soft_thresholds(originals):
+    """Log-spaced thresholds between quantiles of the weights' magnitudes."""
+    magnitudes = np.concatenate(
+        [np.abs(ops.convert_to_numpy(value)).ravel() for value in originals]
+    )
+    magnitudes = magnitudes[magnitudes > 0]
+    if magnitudes.size == 0:
+        raise ValueError(
+            "Every selected weight is already 0: there is nothing to shrink."
+        )
+    low, high = np.quantile(magnitudes, _SOFT_THRESHOLD_QUANTILES)
+    return tuple(
+        float(f"{x:.3g}")
+        for x in np.geomspace(low, high, _SOFT_THRESHOLD_LEVELS)
+    )
+
+
+def _magnitude_ranks(originals, scope):
+    """For each weight tensor, the rank of each entry's magnitude.
+
+    Ranks are taken within each tensor (`scope="layer"`) or across all of
+    them (`"global"`); ties are broken by position, so pruning a fraction
+    `f` zeroes exactly `floor(f * n)` entries.
+    """
+    arrays = [np.abs(ops.convert_to_numpy(value)) for value in originals]
+    if scope == "layer":
+        groups = [[array] for array in arrays]
+    else:
+        groups = [arrays]
+    ranks = []
+    for group in groups:
+        flat = np.concatenate([array.ravel() for array in group])
+        order = np.argsort(flat, kind="stable")
+        rank = np.empty(flat.size, dtype="int64")
+        rank[order] = np.arange(flat.size)
+        start = 0
+        for array in group:
+            part = rank[start : start + array.size].reshape(array.shape)
+            ranks.append((ops.convert_to_tensor(part, "int32"), flat.size))
+            start += array.size
+    return ranks
+
+
+class _Path:
+    """The shrunk values of the selected weights at each level."""
+
+    def __init__(self, method, originals, prune_scope):
+        self.method = method
+        self.originals = originals
+        self.ranks = None
+        if method == "prune":
+            self.ranks = _magnitude_ranks(originals, prune_scope)
+
+    def values(self, level):
+        if self.method == "scale":
+            return [w / (1.0 + level) for w in self.originals]
+        if self.method == "soft_threshold":
+            return [_proximal.soft_threshold(w, level) for w in self.originals]
+        return [
+            ops.where(rank >= math.floor(level * size), w, ops.zeros_like(w))
+            for w, (rank, size) in zip(self.originals, self.ranks, strict=True)
+        ]
+
+
+class _HoldZeros:
+    """A variable constraint keeping the zeros of a mask during fine-tuning."""
+
+    def __init__(self, mask, constraint):
+        self.mask = mask
+        self.constraint = constraint
+
+    def __call__(self, w):
+        w = w * ops.cast(self.mask, w.dtype)
+        if self.constraint is not None:
+            w = self.constraint(w)
+        return w
+
+
+def _penalty_factory(regularizer):
+    """A function from a strength to the penalty `method="penalty"` uses."""
+    if callable(regularizer) and not isinstance(regularizer, str):
+        return regularizer
+    if regularizer not in regularizers._BY_NAME:
+        raise ValueError(
+            "Invalid value received for argument `regularizer`. Expected one "
+            f"of {', '.join(repr(n) for n in regularizers._BY_NAME)}, or a "
+            "function from a strength to a regularizer. Received: "
+            f"regularizer={regularizer!r}"
+        )
+    cls = regularizers._BY_NAME[regularizer]
+    keys = cls._strength_keys
+    return lambda strength: cls(**{key: strength for key in keys})
+
+
+def _data_arguments(data, argument):
+    """`validation_data`-like input as keyword arguments of `evaluate`."""
+    if data is None:
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected "
+            "validation data: a tuple (x, y) or (x, y, sample_weight), or a "
+            f"dataset. Received: {argument}=None"
+        )
+    if isinstance(data, tuple):
+        if not 1 <= len(data) <= 3:
+            raise ValueError(
+                f"Invalid value received for argument `{argument}`. A tuple "
+                "must be (x,), (x, y) or (x, y, sample_weight). Received a "
+                f"tuple of length {len(data)}."
+            )
+        names = ("x", "y", "sample_weight")[: len(data)]
+        return dict(zip(names, data, strict=True))
+    return {"x": data}
+
+
+def _weight_statistics(variables):
+    """`(l2_norm, zero_fraction, nonzero, parameters)` of `variables`."""
+    values = [v.value for v in variables]
+    squares = ops.stack(
+        [ops.sum(ops.square(ops.cast(w, "float32"))) for w in values]
+    )
+    nonzero = ops.stack(
+        [ops.sum(ops.cast(ops.not_equal(w, 0), "int32")) for w in values]
+    )
+    squares = ops.convert_to_numpy(squares).astype("float64")
+    nonzero = int(ops.convert_to_numpy(nonzero).astype("int64").sum())
+    parameters = sum(math.prod(v.shape) for v in variables)
+    return (
+        math.sqrt(float(squares.sum())),
+        1.0 - nonzero / parameters,
+        nonzero,
+        parameters,
+    )
+
+
+def _weight_penalty(model):
+    """The sum of the weight penalties Keras adds to the loss."""
+    total = 0.0
+    for variable in model.trainable_weights:
+        if variable.regularizer is not None:
+            total += float(ops.convert_to_numpy(variable.regularizer(variable)))
+    return total
+
+
+class _Walk:
+    """One call of `shrink`: the checked arguments and the model's state."""
+
+    def __init__(self, model, **options):
+        self.model = model
+        self.__dict__.update(options)
+        self.finetuning = (
+            self.method == "penalty" or self.finetune_data is not None
+        )
+        self.saved_regularizers = [v.regularizer for v in self.variables]
+        self.saved_constraints = [v.constraint for v in self.variables]
+
+    def measure(self, level):
+        """Evaluates the model as it is now, as a `ShrinkageRow`."""
+        results = self.model.evaluate(
+            **self.validation_arguments,
+            batch_size=self.batch_size,
+            verbose=0,
+            return_dict=True,
+        )
+        if self.metric_key not in results:
+            raise ValueError(
+                f"shrink monitors `{self.monitor}`, which the model's "
+                f"evaluate() does not return. Available: "
+                f"{', '.join(results)}"
+            )
+        metric = _metrics.scalar(
+            results[self.metric_key], self.monitor, "shrink"
+        )
+        if self.metric_key == "loss":
+            metric -= _weight_penalty(self.model)
+        row = ShrinkageRow(level, metric, *_weight_statistics(self.variables))
+        if self.verbose:
+            print(
+                f"shrink {self.method} level={level}: {self.monitor}="
+                f"{metric:.5g}, zeros={row.zero_fraction:.1%}"
+            )
+        return row
+
+    def no_worse(self, metric, reference):
+        if not math.isfinite(metric):
+            return False
+        return (
+            metric <= reference if self.mode == "min" else (metric >= reference)
+        )
+
+    def finetune(self, level, masks):
+        """Fine-tunes the model at `level`, holding the zeros of `masks`."""
+        callbacks = []
+        if self.method == "penalty":
+            penalty = self.penalty_factory(level)
+            for variable in self.variables:
+                variable.regularizer = penalty
+            if self.proximal and hasattr(penalty, "prox"):
+                from keras_regkit.callbacks.proximal_step import ProximalStep
+
+                callbacks.append(ProximalStep(layers=self.layers))
+        elif masks is not None:
+            for variable, mask, constraint in zip(
+                self.variables, masks, self.saved_constraints, strict=True
+            ):
+                variable.constraint = _HoldZeros(mask, constraint)
+        _refresh(self.model)
+        self.model.fit(
+            **self.finetune_arguments,
+            batch_size=self.batch_size,
+            epochs=self.finetune_epochs,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        self.restore_settings()
+
+    def restore_settings(self):
+        for variable, regularizer, constraint in zip(
+            self.variables,
+            self.saved_regularizers,
+            self.saved_constraints,
+            strict=True,
+        ):
+            variable.regularizer = regularizer
+            variable.constraint = constraint
+        _refresh(self.model)
+
+
+def _refresh(model):
+    """Makes the next `fit`/`evaluate` trace its step again."""
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    if getattr(model, "test_function", None) is not None:
+        model.make_test_function(force=True)
+
+
+def shrink(
+    model,
+    validation_data,
+    *,
+    method,
+    levels=None,
+    layers=None,
+    bias=False,
+    monitor="loss",
+    mode="auto",
+    select="best",
+    tolerance=0.01,
+    prune_scope="layer",
+    finetune_data=None,
+    finetune_epochs=1,
+    regularizer="l1",
+    proximal=True,
+    batch_size=None,
+    verbose=0,
+):
+    """Shrinks a trained model's weights as far as the validation data allows.
+
+    Tries each level of a shrinkage path, measures the model on
+    `validation_data` at each, and leaves the model at the chosen point:
+
+    - `method="scale"`: the weights times `1 / (1 + level)`, the proximal
+      step of an L2 penalty (`L2(l2).prox(w, step)` with
+      `level = 2 * step * l2`);
+    - `method="soft_threshold"`: `sign(w) * max(|w| - level, 0)`, the
+      proximal step of an L1 penalty: exact zeros;
+    - `method="prune"`: the fraction `level` of smallest-magnitude entries
+      of each weight tensor set to 0 (of all of them together with
+      `prune_scope="global"`);
+    - `method="penalty"`: fine-tunes on `finetune_data` with the penalty
+      `regularizer` at each strength in `levels`, in increasing order, each
+      from the previous point, as glmnet walks its lambda path. With
+      `proximal=True` and a penalty that has a proximal operator (all of
+      keras_regkit's), fine-tuning takes proximal steps (`ProximalStep`), so
+      L1-type penalties give exact zeros.
+
+    The first three start each level from the original weights; with
+    `finetune_data` they then fine-tune `finetune_epochs` epochs at each
+    level, holding the zeros of that level at exactly 0.
+
+    Selection. Only points no worse than the original model on
+    `validation_data` are candidates (the original itself always is).
+    `select="best"` keeps the candidate with the best metric (the sparsest
+    on ties); `select="sparsest_within"` keeps the simplest candidate (most
+    exact zeros, then smallest norm) whose metric is within `tolerance`
+    (relative) of the best: a one-standard-error-style rule.
+
+    Guarantees. The model comes back never worse on `validation_data` than
+    it went in: if no level is at least as good, the original weights are
+    put back bit for bit. If anything raises midway (a keyboard interrupt
+    included), the original weights, penalties and constraints are restored
+    before the error propagates. The optimizer's state is untouched unless
+    fine-tuning ran; the weights' penalties and constraints are as before.
+
+    Cost. Without fine-tuning, each level costs one `evaluate` plus one pass
+    over the selected weights: nothing is retraced or recompiled. Memory:
+    one copy of the model's weights (on their device), to restore them;
+    with fine-tuning, also one of the optimizer's state, and one more copy
+    of the weights per candidate level, to return to the chosen one.
+
+    Args:
+        model: a compiled, trained `keras.Model`; changed in place.
+        validation_data: `(x, y)`, `(x, y, sample_weight)` or a dataset (as
+            for `evaluate`), the data each level is judged on.
+        method: `"scale"`, `"soft_threshold"`, `"prune"` or `"penalty"`.
+        levels: the levels to try (sorted, duplicates removed). Defaults:
+            `scale` 10 log-spaced factors from 1e-3 to 1; `soft_threshold`
+            10 log-spaced thresholds between the 5% and 95% quantiles of the
+            weights' magnitudes; `prune` fractions 0.1, 0.2, ..., 0.9, 0.95;
+            `penalty` 9 log-spaced strengths from 1e-6 to 1e-2.
+        layers: which layers' weights to shrink, a selector as in
+            `regularize` (see `keras_regkit.selectors`); `None` means all.
+        bias: whether biases are shrunk too (kernels of every kind are).
+        monitor: a loss or metric the compiled model reports (`"loss"`,
+            `"accuracy"`, ...; a `val_` prefix is accepted). `"loss"` is the
+            data loss: the weight penalties that Keras adds to it are taken
+            out, so that shrinking is not rewarded for its own sake.
+        mode: `"auto"` (the direction Keras gives the metric), `"min"` or
+            `"max"`.
+        select: `"best"` or `"sparsest_within"`.
+        tolerance: non-negative float, relative tolerance of
+            `"sparsest_within"`.
+        prune_scope: `"layer"` or `"global"`, for `method="prune"`.
+        finetune_data: `(x, y)`, `(x, y, sample_weight)` or a dataset to
+            fine-tune on after each shrink; required for `"penalty"`.
+        finetune_epochs: positive int, epochs of fine-tuning per level.
+        regularizer: for `"penalty"`: a regularizer name (`"l1"`, `"l2"`,
+            `"elastic_net"`, `"exp_abs"`, `"group_lasso"`), whose strengths
+            are set to each level, or a function from a level to a
+            regularizer.
+        proximal: for `"penalty"`, fine-tune with proximal steps.
+        batch_size: batch size of `evaluate` and fine-tuning, or `None`.
+        verbose: 0 silent, 1 one line per level.
+
+    Returns:
+        A `ShrinkageReport`.
+
+    Raises:
+        ValueError, TypeError: for bad arguments, before any weight changes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 10))
+    >>> y = x[:, :1] + 0.1 * rng.normal(size=(200, 1))
+    >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), "mse")
+    >>> _ = model.fit(x[:100], y[:100], epochs=30, verbose=0)
+    >>> report = shrink(model, (x[100:], y[100:]), method="soft_threshold",
+    ...                 levels=[0.01, 0.03, 0.1])
+    >>> report.after.metric <= report.before.metric
+    True
+    >>> report.after.zero_fraction > 0
+    True
+    """
+    options = _check_arguments(
+        model,
+        validation_data,
+        method=method,
+        levels=levels,
+        layers=layers,
+        bias=bias,
+        monitor=monitor,
+        mode=mode,
+        select=select,
+        tolerance=tolerance,
+        prune_scope=prune_scope,
+        finetune_data=finetune_data,
+        finetune_epochs=finetune_epochs,
+        regularizer=regularizer,
+        proximal=proximal,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+    walk = _Walk(model, **options)
+    # Every weight is copied, not only the ones shrunk: on JAX, a `fit` or
+    # `evaluate` that raises leaves the model's variables (and, in `fit`,
+    # the optimizer's) without values. With fine-tuning, the optimizer's
+    # state is copied too, to return the model exactly as it came if no
+    # level helps.
+    state = list(model.weights)
+    if walk.finetuning:
+        state += model.optimizer.variables
+    original = _weights.copy_values(state)
+    position = {id(v): i for i, v in enumerate(state)}
+    originals = [original[position[id(v)]] for v in walk.variables]
+    try:
+        return _walk_path(walk, state, original, originals)
+    except BaseException:
+        walk.restore_settings()
+        _weights.assign_values(state, original)
+        raise
+
+
+def _walk_path(walk, state, original, originals):
+    """Walks the levels, leaves the model at the chosen point."""
+    rows = [walk.measure(None)]
+    levels = walk.levels
+    if levels is None:
+        if walk.method == "soft_threshold":
+            levels = _default_soft_thresholds(originals)
+        else:
+            levels = _DEFAULT_LEVELS[walk.method]
+    path = (
+        None
+        if walk.method == "penalty"
+        else _Path(walk.method, originals, walk.prune_scope)
+    )
+    kept = {}
+    for level in levels:
+        masks = None
+        if path is not None:
+            values = path.values(level)
+            _weights.assign_values(walk.variables, values)
+            if walk.method != "scale":
+                masks = [ops.not_equal(v, 0) for v in values]
+        if walk.finetuning:
+            walk.finetune(level, masks)
+        row = walk.measure(level)
+        rows.append(row)
+        if walk.finetuning and walk.no_worse(row.metric, rows[0].metric):
+            kept[len(rows) - 1] = _weights.copy_values(walk.model.weights)
+    chosen = _choose(walk, rows)
+    if chosen == 0:
+        _weights.assign_values(state, original)
+    elif walk.finetuning:
+        _weights.assign_values(walk.model.weights, kept[chosen])
+    else:
+        _weights.assign_values(walk.variables, path.values(rows[chosen].level))
+    return ShrinkageReport(
+        method=walk.method,
+        monitor=walk.monitor,
+        mode=walk.mode,
+        select=walk.select,
+        tolerance=walk.tolerance,
+        rows=tuple(rows),
+        chosen=chosen,
+    )
+
+
+def _choose(walk, rows):
+    """The index of the row to keep."""
+    candidates = [
+        i
+        for i, row in enumerate(rows)
+        if i == 0 or walk.no_worse(row.metric, rows[0].metric)
+    ]
+    sign = 1.0 if walk.mode == "min" else -1.0
+
+    def simplicity(i):
+        # Most zeros first, then the smallest norm.
+        return (-rows[i].zero_fraction, rows[i].l2_norm)
+
+    best = min(candidates, key=lambda i: (sign * rows[i].metric, simplicity(i)))
+    if walk.select == "best":
+        return best
+    margin = walk.tolerance * abs(rows[best].metric)
+    within = [
+        i
+        for i in candidates
+        if sign * (rows[i].metric - rows[best].metric) <= margin
+    ]
+    return min(within, key=simplicity)
+
+
+def _check_arguments(model, validation_data, **options):
+    """Checks every argument of `shrink`; returns the options `_Walk` uses."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Invalid value received for argument `model`. Expected a "
+            f"keras.Model. Received: model={model!r}"
+        )
+    if not getattr(model, "compiled", False):
+        raise ValueError(
+            "shrink needs a compiled model: call `model.compile(...)` first."
+        )
+    method = _validation.choice("method", options["method"], METHODS)
+    options["method"] = method
+    options["levels"] = _check_levels(method, options["levels"])
+    options["select"] = _validation.choice(
+        "select", options["select"], SELECTIONS
+    )
+    options["tolerance"] = _validation.non_negative_float(
+        "tolerance", options["tolerance"]
+    )
+    options["prune_scope"] = _validation.choice(
+        "prune_scope", options["prune_scope"], PRUNE_SCOPES
+    )
+    options["finetune_epochs"] = _validation.positive_int(
+        "finetune_epochs", options["finetune_epochs"]
+    )
+    if options["batch_size"] is not None:
+        _validation.positive_int("batch_size", options["batch_size"])
+    options["validation_arguments"] = _data_arguments(
+        validation_data, "validation_data"
+    )
+    finetune_data = options["finetune_data"]
+    if method == "penalty" and finetune_data is None:
+        raise ValueError(
+            "method='penalty' fine-tunes the model at each strength: pass "
+            "`finetune_data`. Received: finetune_data=None"
+        )
+    if finetune_data is not None:
+        options["finetune_arguments"] = _data_arguments(
+            finetune_data, "finetune_data"
+        )
+    options["penalty_factory"] = _penalty_factory(options["regularizer"])
+    monitor = options["monitor"]
+    if not isinstance(monitor, str):
+        raise TypeError(
+            "Invalid value received for argument `monitor`. Expected a "
+            f"metric name. Received: monitor={monitor!r}"
+        )
+    options["metric_key"] = monitor.removeprefix("val_")
+    mode = _validation.choice("mode", options["mode"], ("auto", "min", "max"))
+    if mode == "auto":
+        direction = _metrics.direction(model, monitor)
+        if direction is None:
+            raise ValueError(
+                f"shrink received monitor={monitor!r}, but cannot tell "
+                "whether that metric should be maximized or minimized. Pass "
+                "`mode='max'` or `mode='min'`."
+            )
+        mode = "max" if direction == "up" else "min"
+    options["mode"] = mode
+    options["variables"] = [
+        variable
+        for _, variable in attach.selected_weights(
+            model, options["layers"], options["bias"]
+        )
+    ]
+    return options
