@@ -18,6 +18,7 @@ from keras_regkit import (
     _weights,
     attach,
     regularizers,
+    selectors,
 )
 from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
 
@@ -209,62 +210,82 @@ def _weight_penalty(model):
 
 
 class _Walk:
-    """One call of `shrink`: the checked arguments and the model's state."""
+    """One call of `shrink`: the model, its options and what to restore.
 
-    def __init__(self, model, **options):
+    Attributes:
+        model: the model.
+        options: `check_options`'s dict, with `mode` resolved, the
+            `variables` to shrink and the `validation_arguments` of
+            `evaluate`.
+        variables: the weights to shrink.
+        finetuning: whether each level fine-tunes the model.
+        state: every variable a level may change, to restore on error.
+    """
+
+    def __init__(self, model, options):
         self.model = model
-        self.__dict__.update(options)
+        self.options = options
+        self.variables = options["variables"]
         self.finetuning = (
-            self.method == "penalty" or self.finetune_data is not None
+            options["method"] == "penalty"
+            or options["finetune_arguments"] is not None
         )
+        # Every weight, not only the ones shrunk: on JAX, a `fit` or
+        # `evaluate` that raises leaves the model's variables (and, in
+        # `fit`, the optimizer's) without values. With fine-tuning, the
+        # optimizer's state too, to return the model exactly as it came if
+        # no level helps.
+        self.state = list(model.weights)
+        if self.finetuning:
+            self.state += model.optimizer.variables
         self.saved_regularizers = [v.regularizer for v in self.variables]
         self.saved_constraints = [v.constraint for v in self.variables]
 
     def measure(self, level):
         """Evaluates the model as it is now, as a `ShrinkageRow`."""
+        options = self.options
+        monitor, key = options["monitor"], options["metric_key"]
         results = self.model.evaluate(
-            **self.validation_arguments,
-            batch_size=self.batch_size,
+            **options["validation_arguments"],
+            batch_size=options["batch_size"],
             verbose=0,
             return_dict=True,
         )
-        if self.metric_key not in results:
+        if key not in results:
             raise ValueError(
-                f"shrink monitors `{self.monitor}`, which the model's "
-                f"evaluate() does not return. Available: "
-                f"{', '.join(results)}"
+                f"shrink monitors `{monitor}`, which the model's evaluate() "
+                f"does not return. Available: {', '.join(results)}"
             )
-        metric = _metrics.scalar(
-            results[self.metric_key], self.monitor, "shrink"
-        )
-        if self.metric_key == "loss":
+        metric = _metrics.scalar(results[key], monitor, "shrink")
+        if key == "loss":
             metric -= _weight_penalty(self.model)
         row = ShrinkageRow(level, metric, *_weight_statistics(self.variables))
-        if self.verbose:
+        if options["verbose"]:
             print(
-                f"shrink {self.method} level={level}: {self.monitor}="
+                f"shrink {options['method']} level={level}: {monitor}="
                 f"{metric:.5g}, zeros={row.zero_fraction:.1%}"
             )
         return row
 
     def no_worse(self, metric, reference):
+        """Whether `metric` is finite and at least as good as `reference`."""
         if not math.isfinite(metric):
             return False
-        return (
-            metric <= reference if self.mode == "min" else (metric >= reference)
-        )
+        if self.options["mode"] == "min":
+            return metric <= reference
+        return metric >= reference
 
     def finetune(self, level, masks):
         """Fine-tunes the model at `level`, holding the zeros of `masks`."""
         callbacks = []
-        if self.method == "penalty":
-            penalty = self.penalty_factory(level)
+        if self.options["method"] == "penalty":
+            penalty = self.options["penalty_factory"](level)
             for variable in self.variables:
                 variable.regularizer = penalty
-            if self.proximal and hasattr(penalty, "prox"):
+            if self.options["proximal"] and hasattr(penalty, "prox"):
                 from keras_regkit.callbacks.proximal_step import ProximalStep
 
-                callbacks.append(ProximalStep(layers=self.layers))
+                callbacks.append(ProximalStep(layers=self.options["layers"]))
         elif masks is not None:
             for variable, mask, constraint in zip(
                 self.variables, masks, self.saved_constraints, strict=True
@@ -272,9 +293,9 @@ class _Walk:
                 variable.constraint = _HoldZeros(mask, constraint)
         _refresh(self.model)
         self.model.fit(
-            **self.finetune_arguments,
-            batch_size=self.batch_size,
-            epochs=self.finetune_epochs,
+            **self.options["finetune_arguments"],
+            batch_size=self.options["batch_size"],
+            epochs=self.options["finetune_epochs"],
             verbose=0,
             callbacks=callbacks,
         )
@@ -421,9 +442,8 @@ def shrink(
     >>> report.after.zero_fraction > 0
     True
     """
-    options = _check_arguments(
-        model,
-        validation_data,
+    _check_model(model)
+    options = check_options(
         method=method,
         levels=levels,
         layers=layers,
@@ -440,39 +460,25 @@ def shrink(
         batch_size=batch_size,
         verbose=verbose,
     )
-    walk = _Walk(model, **options)
-    # Every weight is copied, not only the ones shrunk: on JAX, a `fit` or
-    # `evaluate` that raises leaves the model's variables (and, in `fit`,
-    # the optimizer's) without values. With fine-tuning, the optimizer's
-    # state is copied too, to return the model exactly as it came if no
-    # level helps.
-    state = list(model.weights)
-    if walk.finetuning:
-        state += model.optimizer.variables
-    original = _weights.copy_values(state)
-    position = {id(v): i for i, v in enumerate(state)}
-    originals = [original[position[id(v)]] for v in walk.variables]
-    try:
-        return _walk_path(walk, state, original, originals)
-    except BaseException:
-        walk.restore_settings()
-        _weights.assign_values(state, original)
-        raise
+    validation = _data_arguments(validation_data, "validation_data")
+    return run(model, validation, options)
 
 
-def _walk_path(walk, state, original, originals):
+def _walk_path(walk, original, originals):
     """Walks the levels, leaves the model at the chosen point."""
     rows = [walk.measure(None)]
-    levels = walk.levels
+    levels = walk.options["levels"]
     if levels is None:
-        if walk.method == "soft_threshold":
+        if walk.options["method"] == "soft_threshold":
             levels = _default_soft_thresholds(originals)
         else:
-            levels = _DEFAULT_LEVELS[walk.method]
+            levels = _DEFAULT_LEVELS[walk.options["method"]]
     path = (
         None
-        if walk.method == "penalty"
-        else _Path(walk.method, originals, walk.prune_scope)
+        if walk.options["method"] == "penalty"
+        else _Path(
+            walk.options["method"], originals, walk.options["prune_scope"]
+        )
     )
     kept = {}
     for level in levels:
@@ -480,7 +486,7 @@ def _walk_path(walk, state, original, originals):
         if path is not None:
             values = path.values(level)
             _weights.assign_values(walk.variables, values)
-            if walk.method != "scale":
+            if walk.options["method"] != "scale":
                 masks = [ops.not_equal(v, 0) for v in values]
         if walk.finetuning:
             walk.finetune(level, masks)
@@ -490,17 +496,17 @@ def _walk_path(walk, state, original, originals):
             kept[len(rows) - 1] = _weights.copy_values(walk.model.weights)
     chosen = _choose(walk, rows)
     if chosen == 0:
-        _weights.assign_values(state, original)
+        _weights.assign_values(walk.state, original)
     elif walk.finetuning:
         _weights.assign_values(walk.model.weights, kept[chosen])
     else:
         _weights.assign_values(walk.variables, path.values(rows[chosen].level))
     return ShrinkageReport(
-        method=walk.method,
-        monitor=walk.monitor,
-        mode=walk.mode,
-        select=walk.select,
-        tolerance=walk.tolerance,
+        method=walk.options["method"],
+        monitor=walk.options["monitor"],
+        mode=walk.options["mode"],
+        select=walk.options["select"],
+        tolerance=walk.options["tolerance"],
         rows=tuple(rows),
         chosen=chosen,
     )
@@ -513,16 +519,16 @@ def _choose(walk, rows):
         for i, row in enumerate(rows)
         if i == 0 or walk.no_worse(row.metric, rows[0].metric)
     ]
-    sign = 1.0 if walk.mode == "min" else -1.0
+    sign = 1.0 if walk.options["mode"] == "min" else -1.0
 
     def simplicity(i):
         # Most zeros first, then the smallest norm.
         return (-rows[i].zero_fraction, rows[i].l2_norm)
 
     best = min(candidates, key=lambda i: (sign * rows[i].metric, simplicity(i)))
-    if walk.select == "best":
+    if walk.options["select"] == "best":
         return best
-    margin = walk.tolerance * abs(rows[best].metric)
+    margin = walk.options["tolerance"] * abs(rows[best].metric)
     within = [
         i
         for i in candidates
@@ -531,8 +537,78 @@ def _choose(walk, rows):
     return min(within, key=simplicity)
 
 
-def _check_arguments(model, validation_data, **options):
-    """Checks every argument of `shrink`; returns the options `_Walk` uses."""
+def check_options(
+    *,
+    method,
+    levels=None,
+    layers=None,
+    bias=False,
+    monitor="loss",
+    mode="auto",
+    select="best",
+    tolerance=0.01,
+    prune_scope="layer",
+    finetune_data=None,
+    finetune_epochs=1,
+    regularizer="l1",
+    proximal=True,
+    batch_size=None,
+    verbose=0,
+):
+    """Checks `shrink`'s keyword arguments, those that need no model.
+
+    `WeightShrinkage` calls it when it is built, so that a bad argument
+    fails then, not after training.
+
+    Returns:
+        The options, checked, with what `shrink` derives from them.
+
+    Raises:
+        ValueError, TypeError: naming the argument and the value received.
+    """
+    method = _validation.choice("method", method, METHODS)
+    if layers is not None:
+        selectors.check_selector(layers)
+    if method == "penalty" and finetune_data is None:
+        raise ValueError(
+            "method='penalty' fine-tunes the model at each strength: pass "
+            "`finetune_data`. Received: finetune_data=None"
+        )
+    if not isinstance(monitor, str):
+        raise TypeError(
+            "Invalid value received for argument `monitor`. Expected a "
+            f"metric name. Received: monitor={monitor!r}"
+        )
+    if batch_size is not None:
+        _validation.positive_int("batch_size", batch_size)
+    return {
+        "method": method,
+        "levels": _check_levels(method, levels),
+        "layers": layers,
+        "bias": bool(bias),
+        "monitor": monitor,
+        "metric_key": monitor.removeprefix("val_"),
+        "mode": _validation.choice("mode", mode, ("auto", "min", "max")),
+        "select": _validation.choice("select", select, SELECTIONS),
+        "tolerance": _validation.non_negative_float("tolerance", tolerance),
+        "prune_scope": _validation.choice(
+            "prune_scope", prune_scope, PRUNE_SCOPES
+        ),
+        "finetune_data": finetune_data,
+        "finetune_arguments": None
+        if finetune_data is None
+        else _data_arguments(finetune_data, "finetune_data"),
+        "finetune_epochs": _validation.positive_int(
+            "finetune_epochs", finetune_epochs
+        ),
+        "penalty_factory": _penalty_factory(regularizer),
+        "proximal": bool(proximal),
+        "batch_size": batch_size,
+        "verbose": verbose,
+    }
+
+
+def _check_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Invalid value received for argument `model`. Expected a "
@@ -542,59 +618,50 @@ def _check_arguments(model, validation_data, **options):
         raise ValueError(
             "shrink needs a compiled model: call `model.compile(...)` first."
         )
-    method = _validation.choice("method", options["method"], METHODS)
-    options["method"] = method
-    options["levels"] = _check_levels(method, options["levels"])
-    options["select"] = _validation.choice(
-        "select", options["select"], SELECTIONS
-    )
-    options["tolerance"] = _validation.non_negative_float(
-        "tolerance", options["tolerance"]
-    )
-    options["prune_scope"] = _validation.choice(
-        "prune_scope", options["prune_scope"], PRUNE_SCOPES
-    )
-    options["finetune_epochs"] = _validation.positive_int(
-        "finetune_epochs", options["finetune_epochs"]
-    )
-    if options["batch_size"] is not None:
-        _validation.positive_int("batch_size", options["batch_size"])
-    options["validation_arguments"] = _data_arguments(
-        validation_data, "validation_data"
-    )
-    finetune_data = options["finetune_data"]
-    if method == "penalty" and finetune_data is None:
+
+
+def _resolve_mode(model, monitor, mode):
+    """`mode`, with `"auto"` replaced by the metric's direction."""
+    if mode != "auto":
+        return mode
+    direction = _metrics.direction(model, monitor)
+    if direction is None:
         raise ValueError(
-            "method='penalty' fine-tunes the model at each strength: pass "
-            "`finetune_data`. Received: finetune_data=None"
+            f"shrink received monitor={monitor!r}, but cannot tell whether "
+            "that metric should be maximized or minimized. Pass "
+            "`mode='max'` or `mode='min'`."
         )
-    if finetune_data is not None:
-        options["finetune_arguments"] = _data_arguments(
-            finetune_data, "finetune_data"
-        )
-    options["penalty_factory"] = _penalty_factory(options["regularizer"])
-    monitor = options["monitor"]
-    if not isinstance(monitor, str):
-        raise TypeError(
-            "Invalid value received for argument `monitor`. Expected a "
-            f"metric name. Received: monitor={monitor!r}"
-        )
-    options["metric_key"] = monitor.removeprefix("val_")
-    mode = _validation.choice("mode", options["mode"], ("auto", "min", "max"))
-    if mode == "auto":
-        direction = _metrics.direction(model, monitor)
-        if direction is None:
-            raise ValueError(
-                f"shrink received monitor={monitor!r}, but cannot tell "
-                "whether that metric should be maximized or minimized. Pass "
-                "`mode='max'` or `mode='min'`."
+    return "max" if direction == "up" else "min"
+
+
+def run(model, validation_arguments, options):
+    """`shrink`, with checked options and `evaluate`'s data arguments.
+
+    Args:
+        model: the model.
+        validation_arguments: keyword arguments of `model.evaluate` that
+            give it the validation data.
+        options: from `check_options`.
+    """
+    _check_model(model)
+    options = dict(
+        options,
+        validation_arguments=validation_arguments,
+        mode=_resolve_mode(model, options["monitor"], options["mode"]),
+        variables=[
+            variable
+            for _, variable in attach.selected_weights(
+                model, options["layers"], options["bias"]
             )
-        mode = "max" if direction == "up" else "min"
-    options["mode"] = mode
-    options["variables"] = [
-        variable
-        for _, variable in attach.selected_weights(
-            model, options["layers"], options["bias"]
-        )
-    ]
-    return options
+        ],
+    )
+    walk = _Walk(model, options)
+    original = _weights.copy_values(walk.state)
+    position = {id(v): i for i, v in enumerate(walk.state)}
+    originals = [original[position[id(v)]] for v in walk.variables]
+    try:
+        return _walk_path(walk, original, originals)
+    except BaseException:
+        walk.restore_settings()
+        _weights.assign_values(walk.state, original)
+        raise
