@@ -28,6 +28,11 @@ def copy_values(variables, previous=None):
 
 
 def assign_values(variables, values):
-    """Assigns `values` (from `copy_values`) back to `variables`."""
+    """Assigns `values` (from `copy_values`) back to `variables`.
+
+    Each variable gets a fresh copy, so `values` stay usable afterwards: on
+    JAX a variable holds the very array it is assigned, and Keras's compiled
+    steps donate (delete) those arrays when they run.
+    """
     for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
+        variable.assign(keras.ops.copy(value))

@@ -467,3 +467,20 @@ def test_config_names_every_argument_and_rebuilds_the_callback():
     parameters = inspect.signature(EarlyStopping.__init__).parameters
     assert set(config) == set(parameters) - {"self"}
     assert EarlyStopping(**config).get_config() == config
+
+
+def test_best_weights_stay_readable_after_the_model_runs_again():
+    """On JAX the restored arrays must not be the ones `best_weights` holds:
+    compiled steps donate (delete) the arrays of the model's variables."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 5)), rng.random((32, 1))
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    stopper = EarlyStopping(
+        monitor="loss", patience=1, restore_best_weights=True
+    )
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[stopper])
+    model.fit(x, y, epochs=1, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    best = [keras.ops.convert_to_numpy(w) for w in stopper.best_weights]
+    assert all(np.all(np.isfinite(w)) for w in best)

@@ -317,7 +317,7 @@ class EarlyStopping(keras.callbacks.Callback):
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.best_epoch + 1}."
                 )
-            self.model.set_weights(self.best_weights)
+            _weights.assign_values(self.model.weights, self.best_weights)
 
     def _training_error(self, logs):
         """`E_tr` for Prechelt's PQ: `logs[training_key]`."""
