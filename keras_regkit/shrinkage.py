@@ -160,8 +160,13 @@ def _penalty_factory(regularizer):
     return lambda strength: cls(**{key: strength for key in keys})
 
 
-def _data_arguments(data, argument):
-    """`validation_data`-like input as keyword arguments of `evaluate`."""
+def data_arguments(data, argument):
+    """`validation_data`-like input as keyword arguments of `evaluate`/`fit`.
+
+    Args:
+        data: `(x,)`, `(x, y)`, `(x, y, sample_weight)` or a dataset.
+        argument: the argument's name, for error messages.
+    """
     if data is None:
         raise ValueError(
             f"Invalid value received for argument `{argument}`. Expected "
@@ -460,7 +465,7 @@ def shrink(
         batch_size=batch_size,
         verbose=verbose,
     )
-    validation = _data_arguments(validation_data, "validation_data")
+    validation = data_arguments(validation_data, "validation_data")
     return run(model, validation, options)
 
 
@@ -597,7 +602,7 @@ def check_options(
         "finetune_data": finetune_data,
         "finetune_arguments": None
         if finetune_data is None
-        else _data_arguments(finetune_data, "finetune_data"),
+        else data_arguments(finetune_data, "finetune_data"),
         "finetune_epochs": _validation.positive_int(
             "finetune_epochs", finetune_epochs
         ),

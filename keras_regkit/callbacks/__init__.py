@@ -1,4 +1,4 @@
-"""Callbacks for `fit`: `DropoutScheduler`, `EarlyStopping`."""
+"""Callbacks for `fit`: dropout, early stopping, penalties, shrinkage."""
 
 from keras_regkit.callbacks.dropout_scheduler import DropoutScheduler
 from keras_regkit.callbacks.early_stopping import EarlyStopping
@@ -7,6 +7,7 @@ from keras_regkit.callbacks.proximal_step import ProximalStep
 from keras_regkit.callbacks.regularization_monitor import (
     RegularizationMonitor,
 )
+from keras_regkit.callbacks.weight_shrinkage import WeightShrinkage
 
 __all__ = [
     "DropoutScheduler",
@@ -14,4 +15,5 @@ __all__ = [
     "PenaltyScheduler",
     "ProximalStep",
     "RegularizationMonitor",
+    "WeightShrinkage",
 ]
