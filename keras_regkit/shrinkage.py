@@ -207,11 +207,14 @@ def _weight_statistics(variables):
 
 def _weight_penalty(model):
     """The sum of the weight penalties Keras adds to the loss."""
-    total = 0.0
-    for variable in model.trainable_weights:
-        if variable.regularizer is not None:
-            total += float(ops.convert_to_numpy(variable.regularizer(variable)))
-    return total
+    terms = [
+        ops.cast(ops.sum(variable.regularizer(variable)), "float32")
+        for variable in model.trainable_weights
+        if variable.regularizer is not None
+    ]
+    if not terms:
+        return 0.0
+    return float(ops.convert_to_numpy(ops.sum(ops.stack(terms))))
 
 
 class _Walk:
@@ -491,7 +494,7 @@ def _walk_path(walk, original, originals):
         if path is not None:
             values = path.values(level)
             _weights.assign_values(walk.variables, values)
-            if walk.options["method"] != "scale":
+            if walk.finetuning and walk.options["method"] != "scale":
                 masks = [ops.not_equal(v, 0) for v in values]
         if walk.finetuning:
             walk.finetune(level, masks)

@@ -321,3 +321,34 @@ def test_mirrored_strategy_matches_one_device():
     assert zeros >= 15
     assert gap < 1e-5
     assert losses == 1
+
+
+@pytest.mark.parametrize("scheduler_first", [True, False])
+def test_penalty_scheduler_sets_the_strength_of_the_proximal_step(
+    scheduler_first,
+):
+    """Epoch 0 at factor 0 (no thresholding), epoch 1 at factor 1."""
+    from keras_regkit.callbacks import PenaltyScheduler
+
+    x, y = _sparse_problem(rows=64, inputs=10, relevant=2)
+    model = _linear_model(10, L1(0.5))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    kernel = model.get_layer("dense").kernel
+    zeros, losses = [], []
+
+    def record(epoch, logs):
+        zeros.append(int(np.sum(_numpy(kernel) == 0.0)))
+        losses.append(len(model.losses))
+
+    watch = keras.callbacks.LambdaCallback(on_epoch_end=record)
+    scheduler = PenaltyScheduler(lambda epoch: [0.0, 1.0][epoch])
+    pair = [scheduler, ProximalStep()]
+    if not scheduler_first:
+        pair.reverse()
+    model.fit(
+        x, y, epochs=2, batch_size=8, verbose=0, callbacks=[*pair, watch]
+    )
+    assert zeros[0] == 0 and zeros[1] >= 6
+    assert losses == [0, 0]  # never a loss term as well
+    assert kernel.regularizer == L1(0.5)
+    assert kernel.constraint is None

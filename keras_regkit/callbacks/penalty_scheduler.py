@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_regkit import selectors
+from keras_regkit.callbacks.proximal_step import current_penalty, set_penalty
 from keras_regkit.callbacks.regularization_monitor import (
     _copy_settings,
     _owned_weights,
@@ -23,7 +24,7 @@ class _Target:
         self.path = path
         self.layer = layer
         self.variable = variable
-        self.base = variable.regularizer
+        self.base = current_penalty(variable)
         # The layer attributes that hold this same penalty (the one
         # `get_config()` saves, such as `kernel_regularizer`), with the
         # value each had, to put back at the end.
@@ -36,12 +37,12 @@ class _Target:
         }
 
     def set(self, penalty):
-        self.variable.regularizer = penalty
+        set_penalty(self.variable, penalty)
         for name in self.attributes:
             setattr(self.layer, name, penalty)
 
     def restore(self):
-        self.variable.regularizer = self.base
+        set_penalty(self.variable, self.base)
         for name, value in self.attributes.items():
             setattr(self.layer, name, value)
 
@@ -272,7 +273,8 @@ class PenaltyScheduler(keras.callbacks.Callback):
         targets = [
             _Target(path, layer, variable)
             for path, layer, variable in weights
-            if id(variable) in trainable and variable.regularizer is not None
+            if id(variable) in trainable
+            and current_penalty(variable) is not None
         ]
         if not targets:
             where = (

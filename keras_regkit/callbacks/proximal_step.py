@@ -54,6 +54,31 @@ class _ProximalConstraint:
         return w
 
 
+def current_penalty(variable):
+    """The penalty of `variable`, also while `ProximalStep` has taken it."""
+    constraint = variable.constraint
+    if isinstance(constraint, _ProximalConstraint):
+        return constraint.regularizer
+    return variable.regularizer
+
+
+def set_penalty(variable, penalty):
+    """Sets the penalty of `variable`, where it is in force.
+
+    While `ProximalStep` trains the weight, that is the penalty of its
+    proximal step (and the one it puts back when training ends), not a
+    loss term; otherwise `variable.regularizer`. `PenaltyScheduler` uses it,
+    so that the two callbacks work together. A change takes effect when the
+    train step is traced again.
+    """
+    constraint = variable.constraint
+    if isinstance(constraint, _ProximalConstraint):
+        constraint.regularizer = penalty
+        constraint.penalty = _proximal_penalty(penalty)
+    else:
+        variable.regularizer = penalty
+
+
 class ProximalStep(keras.callbacks.Callback):
     """Proximal gradient training: penalties that set weights exactly to 0.
 
