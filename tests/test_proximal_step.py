@@ -345,9 +345,7 @@ def test_penalty_scheduler_sets_the_strength_of_the_proximal_step(
     pair = [scheduler, ProximalStep()]
     if not scheduler_first:
         pair.reverse()
-    model.fit(
-        x, y, epochs=2, batch_size=8, verbose=0, callbacks=[*pair, watch]
-    )
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[*pair, watch])
     assert zeros[0] == 0 and zeros[1] >= 6
     assert losses == [0, 0]  # never a loss term as well
     assert kernel.regularizer == L1(0.5)
