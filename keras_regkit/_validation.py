@@ -177,3 +177,27 @@ def choice(name, value, choices):
         expected = "one of " + ", ".join(repr(c) for c in choices)
         raise ValueError(_invalid(name, expected, value))
     return value
+
+
+def schedule(name, value, returns):
+    """Checks that `value` is a callable of the epoch; returns it.
+
+    Args:
+        name: the argument's name.
+        value: the value received.
+        returns: what the callable returns, for the message ("a rate").
+    """
+    if not callable(value):
+        raise TypeError(
+            f"Invalid value received for argument `{name}`. Expected a "
+            f"callable taking the epoch and returning {returns}. Received: "
+            f"{name}={value!r}"
+        )
+    return value
+
+
+def verbosity(name, value):
+    """Checks a `verbose` argument: 0 or 1 (not a bool); returns it."""
+    if value not in (0, 1) or isinstance(value, bool):
+        raise ValueError(_invalid(name, "0 or 1", value))
+    return value

@@ -167,7 +167,7 @@ def _check_every_selector_matches(model, selector_list, matched, argument):
             what = "no layer"
         raise ValueError(
             f"The selector {selector!r} (argument `{argument}`) matches "
-            f"{what}. Layers available: {_available(model)}"
+            f"{what}. Layers available: {selectors.available(model)}"
         )
 
 
@@ -190,11 +190,6 @@ def _assignments(matched, plans, explicit):
     return changes, set().union(*explicit) - reached
 
 
-def _available(model):
-    names = [path for path, _ in selectors.walk(model)]
-    return ", ".join(repr(name) for name in names) or "(none)"
-
-
 def _assign(layer, role, penalty, frozen):
     attribute, _ = _ROLES[role]
     setattr(layer, attribute, penalty)
@@ -205,8 +200,13 @@ def _assign(layer, role, penalty, frozen):
             frozen.append(variable.path)
 
 
-def _refresh_compiled_functions(model):
-    """Makes the next `fit`/`evaluate` trace a train/test step anew."""
+def refresh_compiled_functions(model):
+    """Makes the next `fit`/`evaluate` trace a train/test step anew.
+
+    Keras reads penalties and constraints when it traces a step. `fit` looks
+    `model.train_function` up at every step, so a function rebuilt between
+    epochs (or in `on_train_begin`) is used from the next step on.
+    """
     if not isinstance(model, keras.Model):
         return
     if getattr(model, "train_function", None) is not None:
@@ -315,7 +315,7 @@ def regularize(
         raise ValueError(
             "No chosen layer holds a weight of the kind "
             f"{', '.join(repr(role) for role in sorted(missing))}. "
-            f"Layers available: {_available(model)}"
+            f"Layers available: {selectors.available(model)}"
         )
     frozen = []
     for layer, role, penalty in changes:
@@ -328,7 +328,7 @@ def regularize(
             UserWarning,
             stacklevel=2,
         )
-    _refresh_compiled_functions(model)
+    refresh_compiled_functions(model)
     return model
 
 
@@ -404,7 +404,7 @@ def selected_weights(model, layers=None, bias=False):
         if not chosen:
             raise ValueError(
                 f"The selector {layers!r} (argument `layers`) matches no "
-                f"layer. Layers available: {_available(model)}"
+                f"layer. Layers available: {selectors.available(model)}"
             )
     found, seen = [], set()
     for path, layer in chosen:
@@ -421,6 +421,6 @@ def selected_weights(model, layers=None, bias=False):
         raise ValueError(
             "The layers chosen hold no trainable kernel"
             f"{' or bias' if bias else ''}. Layers available: "
-            f"{_available(model)}"
+            f"{selectors.available(model)}"
         )
     return found

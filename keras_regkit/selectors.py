@@ -88,6 +88,12 @@ def walk(model):
     return [(path, layer) for path, layer, _ in _walk_with_ancestors(model)]
 
 
+def available(model):
+    """The paths of `model`'s layers, quoted, for error messages."""
+    names = [path for path, _ in walk(model)]
+    return ", ".join(repr(name) for name in names) or "(none)"
+
+
 def check_model(model, name="model"):
     """Raises a `TypeError` unless `model` is a Keras layer or model."""
     if not isinstance(model, keras.layers.Layer):

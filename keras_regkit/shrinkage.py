@@ -299,7 +299,7 @@ class _Walk:
                 self.variables, masks, self.saved_constraints, strict=True
             ):
                 variable.constraint = _HoldZeros(mask, constraint)
-        _refresh(self.model)
+        attach.refresh_compiled_functions(self.model)
         self.model.fit(
             **self.options["finetune_arguments"],
             batch_size=self.options["batch_size"],
@@ -318,15 +318,7 @@ class _Walk:
         ):
             variable.regularizer = regularizer
             variable.constraint = constraint
-        _refresh(self.model)
-
-
-def _refresh(model):
-    """Makes the next `fit`/`evaluate` trace its step again."""
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
-    if getattr(model, "test_function", None) is not None:
-        model.make_test_function(force=True)
+        attach.refresh_compiled_functions(self.model)
 
 
 def shrink(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_regkit import selectors
+from keras_regkit import _validation, selectors
 from keras_regkit.layers import Dropout
 from keras_regkit.layers._stochastic import StochasticLayer
 
@@ -62,22 +62,11 @@ class DropoutScheduler(keras.callbacks.Callback):
 
     def __init__(self, schedule, layers=None, verbose=0):
         super().__init__()
-        if not callable(schedule):
-            raise TypeError(
-                "Invalid value received for argument `schedule`. Expected a "
-                "callable taking the epoch and returning a rate. Received: "
-                f"schedule={schedule!r}"
-            )
         if layers is not None:
             selectors.check_selector(layers, "layers")
-        if verbose not in (0, 1) or isinstance(verbose, bool):
-            raise ValueError(
-                "Invalid value received for argument `verbose`. Expected 0 "
-                f"or 1. Received: verbose={verbose!r}"
-            )
-        self.schedule = schedule
+        self.schedule = _validation.schedule("schedule", schedule, "a rate")
         self.layers = layers
-        self.verbose = verbose
+        self.verbose = _validation.verbosity("verbose", verbose)
         self._targets = None
 
     def on_train_begin(self, logs=None):

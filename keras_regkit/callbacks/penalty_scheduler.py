@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_regkit import selectors
+from keras_regkit import _validation, attach, selectors
 from keras_regkit.callbacks.proximal_step import current_penalty, set_penalty
 from keras_regkit.callbacks.regularization_monitor import (
     _copy_settings,
@@ -51,23 +51,6 @@ def _same_penalty(value, penalty):
     if not isinstance(value, keras.regularizers.Regularizer):
         return False
     return value is penalty or value == penalty
-
-
-def _available(model):
-    names = [path for path, _ in selectors.walk(model)]
-    return ", ".join(repr(name) for name in names) or "(none)"
-
-
-def _rebuild_compiled_functions(model):
-    """Makes `fit` and `evaluate` trace their steps anew at the next step.
-
-    Keras's `fit` looks `model.train_function` up at every step, so a new
-    one set between epochs is used from the next epoch on.
-    """
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
-    if getattr(model, "test_function", None) is not None:
-        model.make_test_function(force=True)
 
 
 class PenaltyScheduler(keras.callbacks.Callback):
@@ -155,22 +138,11 @@ class PenaltyScheduler(keras.callbacks.Callback):
 
     def __init__(self, schedule, layers=None, verbose=0):
         super().__init__()
-        if not callable(schedule):
-            raise TypeError(
-                "Invalid value received for argument `schedule`. Expected a "
-                "callable taking the epoch and returning a factor. Received: "
-                f"schedule={schedule!r}"
-            )
         if layers is not None:
             selectors.check_selector(layers, "layers")
-        if verbose not in (0, 1) or isinstance(verbose, bool):
-            raise ValueError(
-                "Invalid value received for argument `verbose`. Expected 0 "
-                f"or 1. Received: verbose={verbose!r}"
-            )
-        self.schedule = schedule
+        self.schedule = _validation.schedule("schedule", schedule, "a factor")
         self.layers = layers
-        self.verbose = verbose
+        self.verbose = _validation.verbosity("verbose", verbose)
         self._targets = None
         self._current = None
         self._targets_model = None
@@ -201,7 +173,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
                     self._scaled(target.base, changed[target.path], scaled)
                 )
         self._current.update(changed)
-        _rebuild_compiled_functions(self.model)
+        attach.refresh_compiled_functions(self.model)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}.")
 
@@ -229,7 +201,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
         for target in reversed(self._targets):
             target.restore()
         if any(factor != 1.0 for factor in self._current.values()):
-            _rebuild_compiled_functions(self._targets_model)
+            attach.refresh_compiled_functions(self._targets_model)
         # Hold no reference to the model's layers.
         self._targets = None
         self._current = None
@@ -265,7 +237,8 @@ class PenaltyScheduler(keras.callbacks.Callback):
                 raise ValueError(
                     f"PenaltyScheduler: the selector {self.layers!r} "
                     "(argument `layers`) matches no layer of model "
-                    f"{model.name!r}. Layers available: {_available(model)}"
+                    f"{model.name!r}. Layers available: "
+                    f"{selectors.available(model)}"
                 )
             ids = {id(layer) for _, layer in chosen}
             weights = [entry for entry in weights if id(entry[1]) in ids]

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_regkit import regularizers, selectors
+from keras_regkit import attach, regularizers, selectors
 
 
 def _proximal_penalty(regularizer):
@@ -168,9 +168,7 @@ class ProximalStep(keras.callbacks.Callback):
             self._variables.append(variable)
         # `fit` built its train function before this callback ran; the
         # constraints and losses are read when a step is traced.
-        self.model.make_train_function(force=True)
-        if getattr(self.model, "test_function", None) is not None:
-            self.model.make_test_function(force=True)
+        attach.refresh_compiled_functions(self.model)
 
     def on_train_end(self, logs=None):
         self.release(self.model)
@@ -197,10 +195,7 @@ class ProximalStep(keras.callbacks.Callback):
                 variable.constraint = constraint.constraint
                 restored += 1
         if restored:
-            if getattr(model, "train_function", None) is not None:
-                model.make_train_function(force=True)
-            if getattr(model, "test_function", None) is not None:
-                model.make_test_function(force=True)
+            attach.refresh_compiled_functions(model)
         return restored
 
     def _targets(self):

@@ -95,11 +95,6 @@ def _as_float_tensor(x):
     return x
 
 
-def _available(model):
-    names = [path for path, _ in selectors.walk(model)]
-    return ", ".join(repr(name) for name in names) or "(none)"
-
-
 class RegularizationMonitor(keras.callbacks.Callback):
     """Logs weight penalties, kernel norms and kernel sparsity every epoch.
 
@@ -247,7 +242,8 @@ class RegularizationMonitor(keras.callbacks.Callback):
                 raise ValueError(
                     f"RegularizationMonitor: the selector {self.layers!r} "
                     f"(argument `layers`) matches no layer of model "
-                    f"{model.name!r}. Layers available: {_available(model)}"
+                    f"{model.name!r}. Layers available: "
+                    f"{selectors.available(model)}"
                 )
             ids = {id(layer) for _, layer in chosen}
             with_kernels = list(dict.fromkeys(path for path, _, _ in kernels))
