@@ -540,6 +540,10 @@ _BY_NAME = {
 }
 
 
+NAMES = tuple(_BY_NAME)
+"""The names `get` and `with_strength` understand."""
+
+
 def serialize(regularizer):
     """Returns the config dict Keras saves for `regularizer`."""
     return keras.saving.serialize_keras_object(regularizer)
@@ -575,6 +579,28 @@ def get(identifier):
     ExpAbs(strength=0.5, scale=1.0)
     """
     return resolve(identifier, "identifier")
+
+
+def with_strength(name, strength):
+    """The regularizer called `name`, every strength set to `strength`.
+
+    Args:
+        name: `"l1"`, `"l2"`, `"elastic_net"`, `"exp_abs"` or
+            `"group_lasso"`.
+        strength: non-negative float.
+
+    Returns:
+        The regularizer, its other arguments at their defaults.
+
+    Example:
+
+    >>> with_strength("elastic_net", 0.001)
+    ElasticNet(l1=0.001, l2=0.001)
+    >>> with_strength("exp_abs", 0.5)
+    ExpAbs(strength=0.5, scale=1.0)
+    """
+    cls = type(resolve(name, "name"))
+    return cls(**{key: strength for key in cls._strength_keys})
 
 
 def resolve(identifier, argument):

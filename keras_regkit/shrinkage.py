@@ -148,16 +148,14 @@ def _penalty_factory(regularizer):
     """A function from a strength to the penalty `method="penalty"` uses."""
     if callable(regularizer) and not isinstance(regularizer, str):
         return regularizer
-    if regularizer not in regularizers._BY_NAME:
+    if regularizer not in regularizers.NAMES:
         raise ValueError(
             "Invalid value received for argument `regularizer`. Expected one "
-            f"of {', '.join(repr(n) for n in regularizers._BY_NAME)}, or a "
+            f"of {', '.join(repr(n) for n in regularizers.NAMES)}, or a "
             "function from a strength to a regularizer. Received: "
             f"regularizer={regularizer!r}"
         )
-    cls = regularizers._BY_NAME[regularizer]
-    keys = cls._strength_keys
-    return lambda strength: cls(**{key: strength for key in keys})
+    return lambda strength: regularizers.with_strength(regularizer, strength)
 
 
 def data_arguments(data, argument):
