@@ -367,3 +367,112 @@ def test_the_tuner_extra_is_enough_for_a_stock_search_on_tensorflow(tmp_path):
         """
     )
     assert output.strip().splitlines()[-1] == "2"
+
+
+_DISTRIBUTED_TUNER = """
+import json
+import os
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_regkit.tuning import RegularizedHyperModel
+
+fits = []
+
+
+class CountingHyperModel(RegularizedHyperModel):
+    def fit(self, hp, model, *args, **kwargs):
+        fits.append(hp.values["regularizer"])
+        time.sleep(1.0)  # long enough trials that both workers get some
+        return super().fit(hp, model, *args, **kwargs)
+
+
+def build():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)]
+    )
+    model.compile("sgd", "mse")
+    return model
+
+
+tuner = keras_tuner.RandomSearch(
+    CountingHyperModel(build, kinds=["l1", "l2", "exp_abs"]),
+    objective="val_loss",
+    max_trials=6,
+    directory=DIRECTORY,
+    project_name="distributed",
+    seed=0,
+)
+x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+tuner.search(x, x[:, :1], validation_split=0.25, epochs=1, verbose=0)
+report = {"id": os.environ["KERASTUNER_TUNER_ID"], "fits": len(fits)}
+if report["id"] == "chief":
+    best = tuner.oracle.get_best_trials(1)[0]
+    report["best"] = best.hyperparameters.values["regularizer"]
+    report["best_score"] = best.score
+    trials = tuner.oracle.trials.values()
+    report["completed"] = sorted(
+        (t.score, t.hyperparameters.values["regularizer"])
+        for t in trials
+        if t.status == "COMPLETED"
+    )
+print(json.dumps(report))
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_distributed_search_splits_trials_between_workers(tmp_path):
+    """keras-tuner's distributed mode: a chief oracle and two workers."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "tuner.py"
+    script.write_text(
+        f"DIRECTORY = {str(tmp_path / 'search')!r}\n" + _DISTRIBUTED_TUNER
+    )
+    base = dict(
+        os.environ,
+        KERAS_BACKEND=keras.backend.backend(),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERASTUNER_ORACLE_IP="127.0.0.1",
+        KERASTUNER_ORACLE_PORT=str(_free_port()),
+    )
+    processes = {}
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            processes[tuner_id] = subprocess.Popen(
+                [sys.executable, str(script)],
+                env=dict(base, KERASTUNER_TUNER_ID=tuner_id),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        reports = {}
+        for tuner_id, process in processes.items():
+            out, err = process.communicate(timeout=240)
+            assert process.returncode == 0, f"{tuner_id} failed:\n{err}"
+            reports[tuner_id] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    workers = [reports["tuner0"]["fits"], reports["tuner1"]["fits"]]
+    assert sum(workers) == 6 and min(workers) >= 1  # both took trials
+    chief = reports["chief"]
+    assert chief["fits"] == 0  # the chief only runs the oracle
+    assert len(chief["completed"]) == 6
+    assert (chief["best_score"], chief["best"]) == tuple(chief["completed"][0])
