@@ -1,5 +1,6 @@
 """Every script in examples/ runs end to end (in its quick mode)."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -35,3 +36,14 @@ def test_weight_decay_moons_prints_a_row_per_penalty():
         assert row.startswith(name), row
     baseline = rows[0].split()
     assert 0.5 <= float(baseline[1]) <= 1.0  # train accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_distributed_tuning_runs_a_chief_and_two_workers():
+    pytest.importorskip("sklearn")
+    output = run_example("distributed_tuning.py", "--quick")
+    report = json.loads(output[output.index("{") :])
+    assert report["trials"] == 4
+    assert 0.0 <= report["best_val_accuracy"] <= 1.0
+    assert "regularizer/hidden" in report["best_hyperparameters"]
