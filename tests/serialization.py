@@ -105,3 +105,41 @@ def assert_loads_in_fresh_process(model, x, tmp_path):
     np.testing.assert_array_equal(loaded["predictions"], expected_predictions)
     np.testing.assert_allclose(loaded["losses"], expected_losses, rtol=1e-6)
     assert len(expected_losses) > 0
+
+
+def run_together(commands, timeout=300):
+    """Runs processes at the same time; returns their `(code, out, err)`.
+
+    Args:
+        commands: a list of `(argv, env)` pairs.
+        timeout: seconds each process may take, counted from when the
+            previous one was collected.
+
+    Every process is killed and its pipes closed before this returns, also
+    when one times out or the caller's assertion fails.
+    """
+    processes = []
+    try:
+        for argv, env in commands:
+            processes.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        return [_collect(process, timeout) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in (process.stdout, process.stderr):
+                stream.close()
+
+
+def _collect(process, timeout):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err

@@ -8,7 +8,11 @@ import keras_tuner
 import numpy as np
 import pytest
 from keras import ops
-from serialization import assert_loads_in_fresh_process, run_in_fresh_process
+from serialization import (
+    assert_loads_in_fresh_process,
+    run_in_fresh_process,
+    run_together,
+)
 
 from keras_regkit import L1, L2, ElasticNet, ExpAbs, GroupLasso, callbacks
 from keras_regkit.layers import Dropout
@@ -436,7 +440,6 @@ def _free_port():
 def test_distributed_search_splits_trials_between_workers(tmp_path):
     """keras-tuner's distributed mode: a chief oracle and two workers."""
     import os
-    import subprocess
     import sys
 
     script = tmp_path / "tuner.py"
@@ -450,26 +453,18 @@ def test_distributed_search_splits_trials_between_workers(tmp_path):
         KERASTUNER_ORACLE_IP="127.0.0.1",
         KERASTUNER_ORACLE_PORT=str(_free_port()),
     )
-    processes = {}
-    try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            processes[tuner_id] = subprocess.Popen(
-                [sys.executable, str(script)],
-                env=dict(base, KERASTUNER_TUNER_ID=tuner_id),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        reports = {}
-        for tuner_id, process in processes.items():
-            out, err = process.communicate(timeout=240)
-            assert process.returncode == 0, f"{tuner_id} failed:\n{err}"
-            reports[tuner_id] = json.loads(out.strip().splitlines()[-1])
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    ids = ("chief", "tuner0", "tuner1")
+    results = run_together(
+        [
+            ([sys.executable, str(script)], dict(base, KERASTUNER_TUNER_ID=i))
+            for i in ids
+        ],
+        timeout=240,
+    )
+    reports = {}
+    for tuner_id, (code, out, err) in zip(ids, results, strict=True):
+        assert code == 0, f"{tuner_id} failed:\n{err}"
+        reports[tuner_id] = json.loads(out.strip().splitlines()[-1])
     workers = [reports["tuner0"]["fits"], reports["tuner1"]["fits"]]
     assert sum(workers) == 6 and min(workers) >= 1  # both took trials
     chief = reports["chief"]
