@@ -47,3 +47,10 @@ def test_distributed_tuning_runs_a_chief_and_two_workers():
     assert report["trials"] == 4
     assert 0.0 <= report["best_val_accuracy"] <= 1.0
     assert "regularizer/hidden" in report["best_hyperparameters"]
+
+
+@pytest.mark.slow
+@pytest.mark.jax_only
+def test_multi_host_jax_ends_with_the_same_weights_everywhere():
+    output = run_example("multi_host_jax.py", "--quick")
+    assert output.strip().endswith("hold the same weights: True")
