@@ -139,8 +139,10 @@ def _run_locally(quick, workers=2, timeout=900):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    # The chief's report, among what keras-tuner itself prints around it.
     chief = outputs["chief"]
-    print(chief[chief.index("{") :])  # the report, after keras-tuner's output
+    report, _ = json.JSONDecoder().raw_decode(chief, chief.index("{"))
+    print(json.dumps(report, indent=2))
 
 
 def main():

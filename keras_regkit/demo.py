@@ -1,0 +1,381 @@
+"""The overfitting lab: every keras_regkit tool on one small, real problem.
+
+`keras-regkit demo` (or `python -m keras_regkit demo`) reproduces the
+classic weight-decay experiment (scikit-learn's two moons, 30 training and
+70 test points, a hidden layer of 500 units: far too large, so it
+memorises the training set) and trains it with no regularization, with
+each penalty, with Dropout, with EarlyStopping and with post-hoc `shrink`,
+over several seeds. It prints a table, sweeps the `L2` strength from 1e-1
+to 1e-6, and writes figures. Needs scikit-learn and matplotlib
+(`pip install "keras-regkit[demo]"`).
+
+Early stopping and shrinkage need validation data: they carve 10 of the 30
+training points for it (and train on 20), never touching the test set.
+"""
+
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_regkit import (
+    L1,
+    L2,
+    ElasticNet,
+    ExpAbs,
+    GroupLasso,
+    callbacks,
+    plot,
+    regularize,
+    shrink,
+)
+from keras_regkit.layers import Dropout
+
+HIDDEN_UNITS = 500
+CHUNK = 50  # full-batch steps per `fit` epoch: keeps per-epoch cost away
+VALIDATION_POINTS = 10
+
+METHODS = (
+    "none",
+    "L1(1e-4)",
+    "L2(1e-3)",
+    "ElasticNet(1e-4, 1e-3)",
+    "ExpAbs(1e-3)",
+    "GroupLasso(1e-3)",
+    "Dropout(0.4)",
+    "EarlyStopping",
+    "shrink",
+)
+PENALTIES = {
+    "L1(1e-4)": L1(1e-4),
+    "L2(1e-3)": L2(1e-3),
+    "ElasticNet(1e-4, 1e-3)": ElasticNet(1e-4, 1e-3),
+    "ExpAbs(1e-3)": ExpAbs(1e-3),
+    "GroupLasso(1e-3)": GroupLasso(1e-3),
+}
+SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def load_data():
+    """The article's split of `make_moons(100, noise=0.2, random_state=1)`."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=100, noise=0.2, random_state=1)
+    x, y = x.astype("float32"), y.astype("float32")
+    return (x[:30], y[:30]), (x[30:], y[30:])
+
+
+def build_model(seed, penalty=None, dropout=None):
+    """The oversized network, its hidden kernel optionally penalised."""
+    keras.utils.set_random_seed(seed)
+    layers = [
+        keras.Input((2,)),
+        keras.layers.Dense(HIDDEN_UNITS, activation="relu", name="hidden"),
+    ]
+    if dropout is not None:
+        layers.append(Dropout(dropout, seed=seed, name="dropout"))
+    layers.append(keras.layers.Dense(1, activation="sigmoid", name="output"))
+    model = keras.Sequential(layers)
+    if penalty is not None:
+        regularize(model, layers="hidden", kernel=penalty)
+    model.compile(
+        keras.optimizers.Adam(), "binary_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def _fit(model, train, steps, validation=None, fit_callbacks=()):
+    """`steps` full-batch steps, `CHUNK` to a `fit` epoch."""
+    x, y = train
+    chunk = min(steps, CHUNK)
+    rows = np.tile(np.arange(len(x)), chunk)
+    return model.fit(
+        x[rows],
+        y[rows],
+        batch_size=len(x),
+        epochs=max(1, steps // chunk),
+        shuffle=False,
+        verbose=0,
+        validation_data=validation,
+        callbacks=list(fit_callbacks),
+    )
+
+
+def _score(model, train, test):
+    """Accuracies and test loss of the data fit alone (no penalty term)."""
+
+    def accuracy(x, y):
+        predictions = keras.ops.convert_to_numpy(model(x))[:, 0]
+        return float(np.mean((predictions > 0.5) == y.astype(bool)))
+
+    probabilities = keras.ops.convert_to_numpy(model(test[0]))[:, 0]
+    eps = 1e-7
+    p = np.clip(probabilities, eps, 1 - eps)
+    test_loss = -np.mean(test[1] * np.log(p) + (1 - test[1]) * np.log(1 - p))
+    kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
+    return {
+        "train_accuracy": accuracy(*train),
+        "test_accuracy": accuracy(*test),
+        "test_loss": float(test_loss),
+        "kernel_norm": float(np.linalg.norm(kernel)),
+        "zero_fraction": float(np.mean(kernel == 0.0)),
+    }
+
+
+def run_method(method, seed, steps, train, test):
+    """Trains one method on one seed; returns its figures and artefacts."""
+    started = time.perf_counter()
+    extras = {}
+    fit_train, validation = train, None
+    if method in ("EarlyStopping", "shrink"):
+        x, y = train
+        fit_train = (x[VALIDATION_POINTS:], y[VALIDATION_POINTS:])
+        validation = (x[:VALIDATION_POINTS], y[:VALIDATION_POINTS])
+    fit_callbacks = []
+    if method == "EarlyStopping":
+        stopper = callbacks.EarlyStopping(patience=4, restore_best_weights=True)
+        fit_callbacks.append(stopper)
+        extras["early_stopping"] = stopper
+    model = build_model(
+        seed,
+        penalty=PENALTIES.get(method),
+        dropout=0.4 if method == "Dropout(0.4)" else None,
+    )
+    history = _fit(model, fit_train, steps, validation, fit_callbacks)
+    if method == "shrink":
+        extras["before"] = keras.ops.convert_to_numpy(
+            model.get_layer("hidden").kernel
+        )
+        extras["report"] = shrink(
+            model,
+            validation,
+            method="scale",
+            levels=np.geomspace(0.01, 10.0, 12).tolist(),
+            select="sparsest_within",
+            tolerance=0.02,
+        )
+    figures = _score(model, train, test)
+    figures["steps"] = len(history.epoch) * min(steps, CHUNK)
+    figures["seconds"] = time.perf_counter() - started
+    extras.update(model=model, history=history)
+    return figures, extras
+
+
+def _mean_std(runs, key):
+    values = np.array([run[key] for run in runs], dtype="float64")
+    return values.mean(), values.std()
+
+
+def format_table(results):
+    """The side-by-side table, with an honest verdict per method."""
+    baseline = _mean_std(results["none"], "test_accuracy")[0]
+    header = (
+        f"{'method':<24}{'train acc':>10}{'test acc':>16}{'vs none':>9}"
+        f"{'test loss':>10}{'kernel L2':>10}{'zeros':>7}{'steps':>7}"
+        f"{'s/run':>7}  verdict"
+    )
+    lines = [header, "-" * len(header)]
+    for method, runs in results.items():
+        test_mean, test_std = _mean_std(runs, "test_accuracy")
+        change = test_mean - baseline
+        if method == "none":
+            verdict = "baseline"
+        elif change > 0.005:
+            verdict = "helps"
+        elif change < -0.005:
+            verdict = "hurts here"
+        else:
+            verdict = "no gain here"
+        lines.append(
+            f"{method:<24}"
+            f"{_mean_std(runs, 'train_accuracy')[0]:>10.3f}"
+            f"{test_mean:>9.3f} ± {test_std:.3f}"
+            f"{change:>+9.3f}"
+            f"{_mean_std(runs, 'test_loss')[0]:>10.3f}"
+            f"{_mean_std(runs, 'kernel_norm')[0]:>10.2f}"
+            f"{_mean_std(runs, 'zero_fraction')[0]:>7.0%}"
+            f"{_mean_std(runs, 'steps')[0]:>7.0f}"
+            f"{_mean_std(runs, 'seconds')[0]:>7.1f}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def _decision_boundaries(models, train, test):
+    """The decision boundary of each model over the data, side by side."""
+    figure, grid = plot._new_figure(5.0 * len(models), 4.2, 1, len(models))
+    x = np.concatenate([train[0], test[0]])
+    low, high = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
+    u, v = np.meshgrid(
+        np.linspace(low[0], high[0], 200), np.linspace(low[1], high[1], 200)
+    )
+    points = np.stack([u.ravel(), v.ravel()], axis=1).astype("float32")
+    for axes, (name, model) in zip(grid, models.items(), strict=True):
+        p = keras.ops.convert_to_numpy(model(points))[:, 0].reshape(u.shape)
+        axes.contourf(u, v, p, levels=20, cmap="RdBu_r", alpha=0.6)
+        axes.contour(u, v, p, levels=[0.5], colors="black")
+        for (features, labels), marker, label in (
+            (train, "o", "train"),
+            (test, "x", "test"),
+        ):
+            axes.scatter(
+                features[:, 0],
+                features[:, 1],
+                c=labels,
+                cmap="RdBu_r",
+                marker=marker,
+                edgecolors="black" if marker == "o" else None,
+                label=label,
+            )
+        axes.set_title(name)
+        axes.set_xlabel("x1")
+        axes.set_ylabel("x2")
+        axes.legend(loc="lower left", fontsize="small")
+    return figure
+
+
+def _progress(message):
+    print(message, flush=True)
+
+
+def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
+    """Runs the lab; prints the tables, writes the figures to `out`.
+
+    Args:
+        out: folder for the PNG figures (created).
+        quick: a short run (1 seed, 400 steps, 3 sweep points) for smoke
+            tests; under a minute.
+        seeds: seeds per method (default 3; 1 with `quick`).
+        steps: full-batch Adam steps per run (default 2000; 400 with
+            `quick`).
+
+    Returns:
+        A dict with the per-method `results`, the `sweep`, and the paths of
+        the `figures`.
+    """
+    seeds = seeds or (1 if quick else 3)
+    steps = steps or (400 if quick else 2000)
+    sweep = SWEEP[1:4] if quick else SWEEP
+    train, test = load_data()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _progress(
+        f"keras-regkit demo on {keras.backend.backend()}: two moons, 30 "
+        f"training and 70 test points, Dense({HIDDEN_UNITS}); {steps} "
+        f"full-batch steps, {seeds} seed(s) per method."
+    )
+    total = len(METHODS) * seeds + len(sweep) * seeds
+    done = 0
+    results, kept = {}, {}
+    for method in METHODS:
+        runs = []
+        for seed in range(seeds):
+            done += 1
+            figures, extras = run_method(method, seed, steps, train, test)
+            runs.append(figures)
+            if seed == 0:
+                kept[method] = extras
+            _progress(
+                f"[{done:>2}/{total}] {method:<24} seed {seed}: test "
+                f"accuracy {figures['test_accuracy']:.3f} "
+                f"({figures['seconds']:.1f} s)"
+            )
+        results[method] = runs
+    sweep_results = {}
+    for strength in sweep:
+        runs = []
+        for seed in range(seeds):
+            done += 1
+            model = build_model(seed, penalty=L2(strength))
+            _fit(model, train, steps)
+            runs.append(_score(model, train, test))
+            _progress(
+                f"[{done:>2}/{total}] sweep L2({strength:g}) seed {seed}: "
+                f"test accuracy {runs[-1]['test_accuracy']:.3f}"
+            )
+        sweep_results[strength] = {
+            "train accuracy": _mean_std(runs, "train_accuracy")[0],
+            "test accuracy": _mean_std(runs, "test_accuracy")[0],
+        }
+    print()
+    print(format_table(results))
+    print()
+    print("L2 strength sweep (mean over seeds):")
+    for strength, values in sweep_results.items():
+        print(
+            f"  L2({strength:g}): train {values['train accuracy']:.3f}, "
+            f"test {values['test accuracy']:.3f}"
+        )
+    best = max(sweep_results, key=lambda s: sweep_results[s]["test accuracy"])
+    print(f"  best test accuracy at L2({best:g})")
+    figures = _write_figures(out, kept, sweep_results, train, test)
+    print()
+    print("Figures:")
+    for path in figures:
+        print(f"  {path}")
+    return {"results": results, "sweep": sweep_results, "figures": figures}
+
+
+def _write_figures(out, kept, sweep_results, train, test):
+    stopping = kept["EarlyStopping"]
+    shrunk = kept["shrink"]
+    drawn = {
+        "learning_curves.png": plot.plot_learning_curves(
+            stopping["history"], early_stopping=stopping["early_stopping"]
+        ),
+        "decision_boundaries.png": _decision_boundaries(
+            {
+                "no regularization": kept["none"]["model"],
+                "L2(1e-3)": kept["L2(1e-3)"]["model"],
+                "Dropout(0.4)": kept["Dropout(0.4)"]["model"],
+            },
+            train,
+            test,
+        ),
+        "weight_histograms.png": plot.plot_weight_histograms(
+            {
+                "hidden/kernel": keras.ops.convert_to_numpy(
+                    shrunk["model"].get_layer("hidden").kernel
+                )
+            },
+            before={"hidden/kernel": shrunk["before"]},
+        ),
+        "strength_sweep.png": plot.plot_strength_sweep(
+            sweep_results, xlabel="L2 strength"
+        ),
+        "shrinkage_path.png": plot.plot_shrinkage_path(shrunk["report"]),
+    }
+    paths = []
+    for name, figure in drawn.items():
+        path = out / name
+        figure.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None):
+    """`keras-regkit demo [--quick] [--out DIR] [--backend NAME] ...`."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(
+        prog="keras-regkit demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default="keras_regkit_demo")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"))
+    argv = list(argv if argv is not None else sys.argv[1:])
+    args = parser.parse_args(argv)
+    if args.backend and args.backend != keras.backend.backend():
+        # Keras picks its backend once, at import: start again with it.
+        env = dict(os.environ, KERAS_BACKEND=args.backend)
+        command = [sys.executable, "-m", "keras_regkit", "demo", *argv]
+        os.execve(sys.executable, command, env)
+    for name, value in (("seeds", args.seeds), ("steps", args.steps)):
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be a positive integer")
+    run(args.out, quick=args.quick, seeds=args.seeds, steps=args.steps)
+    return 0
