@@ -61,9 +61,8 @@ def _check_kinds(kinds):
     return kinds
 
 
-def _check_range(min_value, max_value):
-    min_value = _validation.positive_float("min_value", min_value)
-    max_value = _validation.positive_float("max_value", max_value)
+def _check_order(min_value, max_value):
+    """Raises unless `min_value <= max_value`; returns both."""
     if min_value > max_value:
         raise ValueError(
             "Invalid value received for arguments `min_value` and "
@@ -71,6 +70,14 @@ def _check_range(min_value, max_value):
             f"min_value={min_value!r}, max_value={max_value!r}"
         )
     return min_value, max_value
+
+
+def _check_range(min_value, max_value):
+    """Checks a range of strengths: positive, in order."""
+    return _check_order(
+        _validation.positive_float("min_value", min_value),
+        _validation.positive_float("max_value", max_value),
+    )
 
 
 def _penalty(kind, strength, l1_ratio):
@@ -168,15 +175,11 @@ def hp_dropout(hp, name="dropout", min_value=0.0, max_value=0.5, step=0.1):
     >>> hp_dropout(hp, min_value=0.2, max_value=0.4)
     0.2
     """
-    min_value = _validation.rate("min_value", min_value)
-    max_value = _validation.rate("max_value", max_value)
+    min_value, max_value = _check_order(
+        _validation.rate("min_value", min_value),
+        _validation.rate("max_value", max_value),
+    )
     step = _validation.positive_float("step", step)
-    if min_value > max_value:
-        raise ValueError(
-            "Invalid value received for arguments `min_value` and "
-            "`max_value`. Expected min_value <= max_value. Received: "
-            f"min_value={min_value!r}, max_value={max_value!r}"
-        )
     return hp.Float(name, min_value=min_value, max_value=max_value, step=step)
 
 
