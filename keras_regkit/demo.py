@@ -130,9 +130,11 @@ def run_method(method, seed, steps, train, test):
     extras = {}
     fit_train, validation = train, None
     if method in ("EarlyStopping", "shrink"):
-        x, y = train
-        fit_train = (x[VALIDATION_POINTS:], y[VALIDATION_POINTS:])
-        validation = (x[:VALIDATION_POINTS], y[:VALIDATION_POINTS])
+        # A different random third of the training points for each seed.
+        order = np.random.default_rng(seed).permutation(len(train[0]))
+        held, kept = order[:VALIDATION_POINTS], order[VALIDATION_POINTS:]
+        fit_train = (train[0][kept], train[1][kept])
+        validation = (train[0][held], train[1][held])
     fit_callbacks = []
     if method == "EarlyStopping":
         stopper = callbacks.EarlyStopping(patience=4, restore_best_weights=True)
