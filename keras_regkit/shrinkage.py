@@ -427,6 +427,7 @@ def shrink(
 
     >>> import numpy as np
     >>> import keras
+    >>> keras.utils.set_random_seed(0)
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(200, 10))
     >>> y = x[:, :1] + 0.1 * rng.normal(size=(200, 1))

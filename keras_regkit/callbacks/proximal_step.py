@@ -131,6 +131,7 @@ class ProximalStep(keras.callbacks.Callback):
     >>> import numpy as np
     >>> import keras
     >>> from keras_regkit import L1
+    >>> keras.utils.set_random_seed(0)
     >>> x = np.random.default_rng(0).normal(size=(256, 20))
     >>> y = x[:, :2].sum(axis=1, keepdims=True)
     >>> model = keras.Sequential([
