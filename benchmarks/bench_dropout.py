@@ -126,6 +126,7 @@ from bench_regularizers import (
     INPUT_DIM,
     LEARNING_RATE,
     NUM_CLASSES,
+    interleaved_rounds,
     make_data,
     print_targets,
     quartiles,
@@ -293,19 +294,16 @@ def time_training(steps, rounds, seed):
     for trainee in trainees.values():
         trainee.train_one_epoch(x, y)  # trace and compile the train step
 
-    order = list(trainees)
-    shuffler = random.Random(seed)
-    seconds = {name: [] for name in trainees}
-    for round_index in range(rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            seconds[name].append(trainees[name].train_one_epoch(x, y))
-        print(
-            f"  round {round_index + 1:>2}/{rounds}: "
-            f"no dropout {seconds[BASELINE][-1]:.3f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+    seconds = interleaved_rounds(
+        {
+            name: (lambda t=t: t.train_one_epoch(x, y))
+            for name, t in trainees.items()
+        },
+        rounds,
+        seed,
+        baseline=BASELINE,
+        label="no dropout",
+    )
     check_rates_changed(trainees[SCHEDULED_DROPOUT])
     return seconds
 

@@ -183,17 +183,41 @@ def time_training(steps, rounds, seed):
     for model in models.values():
         train_one_epoch(model, x, y)  # trace and compile the train step
 
-    order = list(models)
+    return interleaved_rounds(
+        {
+            name: (lambda m=m: train_one_epoch(m, x, y))
+            for name, m in models.items()
+        },
+        rounds,
+        seed,
+        baseline=BASELINE,
+        label="no penalty",
+    )
+
+
+def interleaved_rounds(contenders, rounds, seed, baseline, label):
+    """Times every contender once per round, in a fresh shuffled order.
+
+    Args:
+        contenders: `{name: run}`, `run()` returning the seconds it took.
+        rounds: number of rounds.
+        seed: seeds the shuffling.
+        baseline: the name whose time each round reports on stderr.
+        label: how stderr names the baseline.
+
+    Returns:
+        `{name: [seconds per round]}`.
+    """
+    order = list(contenders)
     shuffler = random.Random(seed)
-    seconds = {name: [] for name in models}
+    seconds = {name: [] for name in contenders}
     for round_index in range(rounds):
         shuffler.shuffle(order)
         for name in order:
-            seconds[name].append(train_one_epoch(models[name], x, y))
-        baseline = seconds[BASELINE][-1]
+            seconds[name].append(contenders[name]())
         print(
             f"  round {round_index + 1:>2}/{rounds}: "
-            f"no penalty {baseline:.3f} s",
+            f"{label} {seconds[baseline][-1]:.3f} s",
             file=sys.stderr,
             flush=True,
         )
