@@ -9,8 +9,12 @@ over several seeds. It prints a table, sweeps the `L2` strength from 1e-1
 to 1e-6, and writes figures. Needs scikit-learn and matplotlib
 (`pip install "keras-regkit[demo]"`).
 
-Early stopping and shrinkage need validation data: they carve 10 of the 30
-training points for it (and train on 20), never touching the test set.
+Early stopping and shrinkage need validation data, and 30 points leave
+none to spare: they choose by 3-fold cross-validation on the training
+points (never the test set), each fold training on 20 and validating on 10,
+then train a fresh model on all 30 with what the folds chose, the number of
+steps (early stopping) or the shrinkage level (shrink). The table's summary
+also says what the fold models alone, trained on 20 points, would score.
 """
 
 import pathlib
@@ -26,6 +30,7 @@ from keras_regkit import (
     ElasticNet,
     ExpAbs,
     GroupLasso,
+    attach,
     callbacks,
     plot,
     regularize,
@@ -35,7 +40,15 @@ from keras_regkit.layers import Dropout
 
 HIDDEN_UNITS = 500
 CHUNK = 50  # full-batch steps per `fit` epoch: keeps per-epoch cost away
-VALIDATION_POINTS = 10
+FOLDS = 3  # cross-validation folds of EarlyStopping and shrink
+PATIENCE = 10  # EarlyStopping's, in `fit` epochs of CHUNK steps
+SHRINK_OPTIONS = {
+    "method": "scale",
+    "levels": np.geomspace(0.01, 10.0, 12).tolist(),
+    "monitor": "accuracy",
+    "select": "sparsest_within",
+    "tolerance": 0.0,
+}
 
 METHODS = (
     "none",
@@ -124,44 +137,118 @@ def _score(model, train, test):
     }
 
 
+def _folds(train, seed):
+    """`FOLDS` (fit, validation) splits of the training points.
+
+    Each validation part holds a different third of the points, in an
+    order shuffled by `seed`.
+    """
+    x, y = train
+    order = np.random.default_rng(seed).permutation(len(x))
+    for held in np.array_split(order, FOLDS):
+        kept = np.setdiff1d(order, held)
+        yield (x[kept], y[kept]), (x[held], y[held])
+
+
+def _early_stopped(seed, steps, train, test):
+    """`EarlyStopping` on each fold, then a refit on all the points.
+
+    Each fold's `EarlyStopping` finds the step count at which its held-out
+    points' loss was lowest; a fresh model then trains on every training
+    point for the median of those counts (Goodfellow, Bengio and
+    Courville's algorithm 7.2, with cross-validation).
+    """
+    best_steps, held_out = [], None
+    for fold_train, validation in _folds(train, seed):
+        stopper = callbacks.EarlyStopping(
+            patience=PATIENCE, restore_best_weights=True
+        )
+        model = build_model(seed)
+        history = _fit(model, fold_train, steps, validation, [stopper])
+        best_steps.append((stopper.best_epoch + 1) * min(steps, CHUNK))
+        if held_out is None:
+            held_out = {
+                "model": model,
+                "history": history,
+                "early_stopping": stopper,
+                "scores": _score(model, train, test),
+            }
+    trained = int(np.median(best_steps))
+    model = build_model(seed)
+    _fit(model, train, trained)
+    return model, trained, {"held_out": held_out}
+
+
+def _shrunk(seed, steps, train, test):
+    """`shrink` on each fold, then its best level on a model of all points.
+
+    Like glmnet's cross-validation: each fold trains on two thirds of the
+    points and `shrink` measures the whole path on the third held out; the
+    level with the best mean over the folds is then applied to a model
+    trained on every training point.
+    """
+    paths, held_out = [], None
+    for fold_train, validation in _folds(train, seed):
+        model = build_model(seed)
+        _fit(model, fold_train, steps)
+        before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
+        report = shrink(model, validation, **SHRINK_OPTIONS)
+        paths.append(report)
+        if held_out is None:
+            held_out = {
+                "model": model,
+                "before": before,
+                "report": report,
+                "scores": _score(model, train, test),
+            }
+    level = _chosen_level(paths)
+    model = build_model(seed)
+    _fit(model, train, steps)
+    if level is not None:
+        # What `shrink(method="scale")` does at `level`, to its weights.
+        for _, variable in attach.selected_weights(model):
+            variable.assign(variable / (1.0 + level))
+    return model, steps, {"held_out": held_out, "level": level}
+
+
+def _chosen_level(reports):
+    """The path's level (`None`: unshrunk) chosen on the folds' mean.
+
+    `shrink`'s `"sparsest_within"` rule applied to the mean metric: the
+    strongest shrinkage whose mean is within `tolerance` of the best mean.
+    """
+    first = reports[0]
+    means = np.mean([[row.metric for row in r.rows] for r in reports], 0)
+    if first.mode == "max":
+        within = means >= means.max() - first.tolerance * abs(means.max())
+    else:
+        within = means <= means.min() + first.tolerance * abs(means.min())
+    # rows[0] is the unshrunk model, then increasing levels.
+    return first.rows[int(np.flatnonzero(within)[-1])].level
+
+
 def run_method(method, seed, steps, train, test):
     """Trains one method on one seed; returns its figures and artefacts."""
     started = time.perf_counter()
-    extras = {}
-    fit_train, validation = train, None
-    if method in ("EarlyStopping", "shrink"):
-        # A different random third of the training points for each seed.
-        order = np.random.default_rng(seed).permutation(len(train[0]))
-        held, kept = order[:VALIDATION_POINTS], order[VALIDATION_POINTS:]
-        fit_train = (train[0][kept], train[1][kept])
-        validation = (train[0][held], train[1][held])
-    fit_callbacks = []
     if method == "EarlyStopping":
-        stopper = callbacks.EarlyStopping(patience=4, restore_best_weights=True)
-        fit_callbacks.append(stopper)
-        extras["early_stopping"] = stopper
-    model = build_model(
-        seed,
-        penalty=PENALTIES.get(method),
-        dropout=0.4 if method == "Dropout(0.4)" else None,
-    )
-    history = _fit(model, fit_train, steps, validation, fit_callbacks)
-    if method == "shrink":
-        extras["before"] = keras.ops.convert_to_numpy(
-            model.get_layer("hidden").kernel
+        model, trained, extras = _early_stopped(seed, steps, train, test)
+    elif method == "shrink":
+        model, trained, extras = _shrunk(seed, steps, train, test)
+    else:
+        model = build_model(
+            seed,
+            penalty=PENALTIES.get(method),
+            dropout=0.4 if method == "Dropout(0.4)" else None,
         )
-        extras["report"] = shrink(
-            model,
-            validation,
-            method="scale",
-            levels=np.geomspace(0.01, 10.0, 12).tolist(),
-            select="sparsest_within",
-            tolerance=0.02,
-        )
+        history = _fit(model, train, steps)
+        trained, extras = steps, {"history": history}
     figures = _score(model, train, test)
-    figures["steps"] = len(history.epoch) * min(steps, CHUNK)
+    figures["steps"] = trained
+    if "held_out" in extras:
+        scores = extras["held_out"]["scores"]
+        figures["held_out_test_accuracy"] = scores["test_accuracy"]
     figures["seconds"] = time.perf_counter() - started
-    extras.update(model=model, history=history)
+    extras["model"] = model
     return figures, extras
 
 
@@ -200,6 +287,40 @@ def format_table(results):
             f"{_mean_std(runs, 'zero_fraction')[0]:>7.0%}"
             f"{_mean_std(runs, 'steps')[0]:>7.0f}"
             f"{_mean_std(runs, 'seconds')[0]:>7.1f}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def average_accuracies(results):
+    """Mean test accuracy of the regularized runs, and of the baseline's."""
+    regularized = [
+        _mean_std(runs, "test_accuracy")[0]
+        for method, runs in results.items()
+        if method != "none"
+    ]
+    baseline = _mean_std(results["none"], "test_accuracy")[0]
+    return float(np.mean(regularized)), float(baseline)
+
+
+def format_summary(results):
+    """The average gain, and what the validation-based methods held out."""
+    regularized, baseline = average_accuracies(results)
+    lines = [
+        f"Regularized runs on average: test accuracy {regularized:.3f}, "
+        f"against {baseline:.3f} without ({regularized - baseline:+.3f})."
+    ]
+    held_out = {
+        method: _mean_std(runs, "held_out_test_accuracy")[0]
+        for method, runs in results.items()
+        if "held_out_test_accuracy" in runs[0]
+    }
+    if held_out:
+        lines.append(
+            f"{' and '.join(held_out)} choose on {FOLDS} folds of the "
+            "training points, then train on all of them; trained on one "
+            "fold's two thirds only, they would score "
+            + ", ".join(f"{m} {v:.3f}" for m, v in held_out.items())
+            + "."
         )
     return "\n".join(lines)
 
@@ -302,6 +423,7 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
         }
     print()
     print(format_table(results))
+    print(format_summary(results))
     print()
     print("L2 strength sweep (mean over seeds):")
     for strength, values in sweep_results.items():
@@ -320,8 +442,8 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
 
 
 def _write_figures(out, kept, sweep_results, train, test):
-    stopping = kept["EarlyStopping"]
-    shrunk = kept["shrink"]
+    stopping = kept["EarlyStopping"]["held_out"]
+    shrunk = kept["shrink"]["held_out"]
     drawn = {
         "learning_curves.png": plot.plot_learning_curves(
             stopping["history"], early_stopping=stopping["early_stopping"]
