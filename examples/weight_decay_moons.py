@@ -80,7 +80,7 @@ def train_and_score(penalty, seed, steps, train, test):
     # Accuracy and loss without the penalty term: the data fit alone.
     train_accuracy = _accuracy(model, x_train, y_train)
     test_accuracy = _accuracy(model, x_test, y_test)
-    probabilities = model.predict(x_test, verbose=0)[:, 0]
+    probabilities = keras.ops.convert_to_numpy(model(x_test))[:, 0]
     test_loss = float(keras.losses.binary_crossentropy(y_test, probabilities))
     kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     return {
@@ -92,7 +92,7 @@ def train_and_score(penalty, seed, steps, train, test):
 
 
 def _accuracy(model, x, y):
-    predictions = model.predict(x, verbose=0)[:, 0] > 0.5
+    predictions = keras.ops.convert_to_numpy(model(x))[:, 0] > 0.5
     return float(np.mean(predictions == y.astype(bool)))
 
 

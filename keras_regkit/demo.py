@@ -45,9 +45,9 @@ PATIENCE = 10  # EarlyStopping's, in `fit` epochs of CHUNK steps
 SHRINK_OPTIONS = {
     "method": "scale",
     "levels": np.geomspace(0.01, 10.0, 12).tolist(),
-    "monitor": "accuracy",
+    "monitor": "loss",
     "select": "sparsest_within",
-    "tolerance": 0.0,
+    "tolerance": 0.05,
 }
 
 METHODS = (
@@ -168,7 +168,6 @@ def _early_stopped(seed, steps, train, test):
         best_steps.append((stopper.best_epoch + 1) * min(steps, CHUNK))
         if held_out is None:
             held_out = {
-                "model": model,
                 "history": history,
                 "early_stopping": stopper,
                 "scores": _score(model, train, test),
@@ -191,24 +190,22 @@ def _shrunk(seed, steps, train, test):
     for fold_train, validation in _folds(train, seed):
         model = build_model(seed)
         _fit(model, fold_train, steps)
-        before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
         report = shrink(model, validation, **SHRINK_OPTIONS)
         paths.append(report)
         if held_out is None:
             held_out = {
-                "model": model,
-                "before": before,
                 "report": report,
                 "scores": _score(model, train, test),
             }
     level = _chosen_level(paths)
     model = build_model(seed)
     _fit(model, train, steps)
+    before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     if level is not None:
         # What `shrink(method="scale")` does at `level`, to its weights.
         for _, variable in attach.selected_weights(model):
             variable.assign(variable / (1.0 + level))
-    return model, steps, {"held_out": held_out, "level": level}
+    return model, steps, {"held_out": held_out, "before": before}
 
 
 def _chosen_level(reports):
@@ -424,6 +421,12 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
     print()
     print(format_table(results))
     print(format_summary(results))
+    if quick:
+        print(
+            f"(--quick: {steps} steps are too few for the network to "
+            "memorise the training set, so these verdicts mean little; run "
+            "without --quick for the experiment.)"
+        )
     print()
     print("L2 strength sweep (mean over seeds):")
     for strength, values in sweep_results.items():
@@ -443,7 +446,7 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
 
 def _write_figures(out, kept, sweep_results, train, test):
     stopping = kept["EarlyStopping"]["held_out"]
-    shrunk = kept["shrink"]["held_out"]
+    shrunk = kept["shrink"]
     drawn = {
         "learning_curves.png": plot.plot_learning_curves(
             stopping["history"], early_stopping=stopping["early_stopping"]
@@ -468,7 +471,9 @@ def _write_figures(out, kept, sweep_results, train, test):
         "strength_sweep.png": plot.plot_strength_sweep(
             sweep_results, xlabel="L2 strength"
         ),
-        "shrinkage_path.png": plot.plot_shrinkage_path(shrunk["report"]),
+        "shrinkage_path.png": plot.plot_shrinkage_path(
+            shrunk["held_out"]["report"]
+        ),
     }
     paths = []
     for name, figure in drawn.items():

@@ -162,6 +162,7 @@ def test_quick_demo_prints_the_table_and_writes_the_figures(tmp_path):
     assert "best test accuracy at L2(" in output
     assert "\nRegularized runs on average: test accuracy " in output
     assert "\nEarlyStopping and shrink choose on 3 folds" in output
+    assert "\n(--quick: 400 steps are too few" in output
     for name in FIGURES:
         path = tmp_path / "figures" / name
         assert str(path.relative_to(tmp_path)) in output

@@ -239,11 +239,14 @@ def test_cnn_per_layer_penalties_prints_the_monitor_logs():
     summary = _table(output, r"model\s+train acc")
     assert [row.split()[0] for row in summary[:3]] == models
     for row in summary[:3]:
-        train, test, change, penalty = _floats(row, 4)
+        assert row.endswith(" of 64"), row
+        train, test, change, penalty, quiet = _floats(row[: -len(" of 64")], 5)
         assert 0.0 <= train <= 1.0 and 0.0 <= test <= 1.0
         assert -1.0 <= change <= 1.0 and penalty >= 0.0
-    assert float(summary[0].split()[-1]) == 0.0  # no penalty, none logged
-    assert float(summary[1].split()[-1]) > 0.0
+        assert 0 <= quiet <= 64
+    penalties = [_floats(row[: -len(" of 64")], 2)[0] for row in summary[:3]]
+    assert penalties[0] == 0.0  # no penalty, none logged
+    assert penalties[1] > 0.0
     assert re.match(r"(No penalty beat|Best test accuracy)", summary[3])
 
     layers = ["conv_1", "conv_2", "dense_1", "dense_out"]
