@@ -202,7 +202,8 @@ def _shrunk(seed, steps, train, test):
     _fit(model, train, steps)
     before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     if level is not None:
-        # What `shrink(method="scale")` does at `level`, to its weights.
+        # `shrink(method="scale")` multiplies the weights it selects (by
+        # default every kernel) by 1 / (1 + level).
         for _, variable in attach.selected_weights(model):
             variable.assign(variable / (1.0 + level))
     return model, steps, {"held_out": held_out, "before": before}
