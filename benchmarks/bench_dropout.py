@@ -4,8 +4,9 @@ What is measured
 ----------------
 Training. The MLP of `bench_regularizers.py`, 784-1024-1024-10 (ReLU),
 trained with `keras.optimizers.SGD(0.01)` and sparse categorical
-cross-entropy on synthetic data (numpy, fixed seed), batch 128, with a
-dropout layer of rate 0.5 after each hidden layer:
+cross-entropy on its logits (`from_logits=True`) on synthetic data (numpy,
+fixed seed), batch 128, with a dropout layer of rate 0.5 after each hidden
+layer:
 
 - no dropout (the baseline);
 - Keras's `keras.layers.Dropout(0.5)`;
@@ -96,13 +97,13 @@ It prints two markdown tables, the Monte-Carlo one with a row per method
 and input size, and which of the project's targets are met: the speedup
 target and the statistics checks once per input size.
 With the defaults (15 rounds of 40 steps, then 5 Monte-Carlo rounds at 64
-and at 2000 rows) one backend takes about three minutes on two CPU cores,
-PyTorch about four (its `predict` loop over 2000 rows with batches of 32
-takes some 25 s a round); the 64 rows add up to some 20 s, mostly the 30
-fixed costs of each `predict` loop. Each round's no-dropout time and each
-Monte-Carlo round's `mc_predict` time go to stderr: if they vary by more
-than about 20%, something else was competing for the CPU, and the run is
-best repeated.
+and at 2000 rows) one backend takes one to one and a half minutes on two
+CPU cores (measured on 2026-11-23: 56 to 94 s), PyTorch the longest (its
+`predict` loop over 2000 rows with batches of 32 is the slowest part); the
+64 rows are mostly the 30 fixed costs of each `predict` loop. Each
+round's no-dropout time and each Monte-Carlo round's `mc_predict` time go
+to stderr: if they vary by more than about 20%, something else was
+competing for the CPU, and the run is best repeated.
 """
 
 import argparse
@@ -215,7 +216,7 @@ def build_model(make_dropout, seed):
     model = keras.Sequential(layers)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
 
