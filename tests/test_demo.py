@@ -173,7 +173,7 @@ def test_quick_demo_prints_the_table_and_writes_the_figures(tmp_path):
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_full_demo_regularized_runs_beat_none_on_average(tmp_path, capsys):
-    # The promise, at the default length (about 3 minutes).
+    # The promise, at the default length (about 4 minutes).
     outcome = demo.run(out=tmp_path)
     results, sweep = outcome["results"], outcome["sweep"]
     assert list(results) == list(demo.METHODS)
@@ -214,6 +214,29 @@ def test_usage_and_bad_options(tmp_path, capsys):
     assert main([]) == 2
     assert "keras-regkit <command>" in capsys.readouterr().err
     assert main(["train"]) == 2
+    for steps in ("0", "75"):
+        with pytest.raises(SystemExit):
+            main(["demo", "--steps", steps])
+        assert "--steps must be a positive multiple of 50" in (
+            capsys.readouterr().err
+        )
     with pytest.raises(SystemExit):
-        main(["demo", "--steps", "0"])
-    assert "--steps must be a positive integer" in capsys.readouterr().err
+        main(["demo", "--seeds", "0"])
+    assert "--seeds must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"steps": 75}, "Expected a multiple of 50. Received: steps=75"),
+        ({"steps": 0}, "steps=0"),
+        ({"seeds": 0}, "seeds=0"),
+        ({"seeds": 1.5}, "seeds=1.5"),
+    ],
+)
+def test_run_rejects_bad_arguments_before_training(
+    tmp_path, arguments, message
+):
+    with pytest.raises((ValueError, TypeError), match=message):
+        demo.run(out=tmp_path / "figures", **arguments)
+    assert not (tmp_path / "figures").exists()
