@@ -164,7 +164,7 @@ def _folds(train, seed):
         yield (x[kept], y[kept]), (x[held], y[held])
 
 
-def _early_stopped(seed, steps, train, test):
+def _early_stopped(seed, steps, train, test, ticker):
     """`EarlyStopping` on each fold, then a refit on all the points.
 
     Each fold's `EarlyStopping` finds the step count at which its held-out
@@ -173,12 +173,13 @@ def _early_stopped(seed, steps, train, test):
     Courville's algorithm 7.2, with cross-validation).
     """
     best_epochs, held_out = [], None
-    for fold_train, validation in _folds(train, seed):
+    for fold, (fold_train, validation) in enumerate(_folds(train, seed)):
         stopper = callbacks.EarlyStopping(
             patience=PATIENCE, restore_best_weights=True
         )
         model = build_model(seed)
-        history = _fit(model, fold_train, steps, validation, [stopper])
+        ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
+        history = _fit(model, fold_train, steps, validation, [stopper, *ticks])
         best_epochs.append(stopper.best_epoch + 1)
         if held_out is None:
             held_out = {
@@ -188,11 +189,11 @@ def _early_stopped(seed, steps, train, test):
             }
     trained = CHUNK * int(np.median(best_epochs))
     model = build_model(seed)
-    _fit(model, train, trained)
+    _fit(model, train, trained, None, ticker.callbacks(trained, "refit"))
     return model, trained, {"held_out": held_out}
 
 
-def _shrunk(seed, steps, train, test):
+def _shrunk(seed, steps, train, test, ticker):
     """`shrink` on each fold, then its best level on a model of all points.
 
     Like glmnet's cross-validation: each fold trains on two thirds of the
@@ -201,9 +202,10 @@ def _shrunk(seed, steps, train, test):
     trained on every training point.
     """
     paths, held_out = [], None
-    for fold_train, validation in _folds(train, seed):
+    for fold, (fold_train, validation) in enumerate(_folds(train, seed)):
         model = build_model(seed)
-        _fit(model, fold_train, steps)
+        ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
+        _fit(model, fold_train, steps, None, ticks)
         report = shrink(model, validation, **SHRINK_OPTIONS)
         paths.append(report)
         if held_out is None:
@@ -213,7 +215,7 @@ def _shrunk(seed, steps, train, test):
             }
     level = _chosen_level(paths)
     model = build_model(seed)
-    _fit(model, train, steps)
+    _fit(model, train, steps, None, ticker.callbacks(steps, "refit"))
     before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     if level is not None:
         # `shrink(method="scale")` multiplies the weights it selects (by
@@ -239,20 +241,26 @@ def _chosen_level(reports):
     return first.rows[int(np.flatnonzero(within)[-1])].level
 
 
-def run_method(method, seed, steps, train, test):
-    """Trains one method on one seed; returns its figures and artefacts."""
+def run_method(method, seed, steps, train, test, ticker=None):
+    """Trains one method on one seed; returns its figures and artefacts.
+
+    `ticker`, a `Ticker`, shows the steps as they go.
+    """
     started = time.perf_counter()
+    ticker = ticker or Ticker(None)
     if method == "EarlyStopping":
-        model, trained, extras = _early_stopped(seed, steps, train, test)
+        model, trained, extras = _early_stopped(
+            seed, steps, train, test, ticker
+        )
     elif method == "shrink":
-        model, trained, extras = _shrunk(seed, steps, train, test)
+        model, trained, extras = _shrunk(seed, steps, train, test, ticker)
     else:
         model = build_model(
             seed,
             penalty=PENALTIES.get(method),
             dropout=0.4 if method == "Dropout(0.4)" else None,
         )
-        history = _fit(model, train, steps)
+        history = _fit(model, train, steps, None, ticker.callbacks(steps))
         trained, extras = steps, {"history": history}
     figures = _score(model, train, test)
     figures["steps"] = trained
@@ -370,8 +378,43 @@ def _decision_boundaries(models, train, test):
     return figure
 
 
-def _progress(message):
-    print(message, flush=True)
+class Ticker:
+    """Progress on one terminal line: steps as they go, then a result.
+
+    The step count is rewritten in place at each `fit` epoch, and only on
+    a terminal; logs and pipes get just the one line per run of `line`.
+
+    Args:
+        stream: where to write (`sys.stdout` in the demo), or `None` for
+            silence.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.live = stream is not None and stream.isatty()
+        self.label = ""
+
+    def callbacks(self, steps, stage=""):
+        """Callbacks that show the steps of a `fit` of `steps` steps."""
+        if not self.live:
+            return []
+        prefix = f"{self.label} {stage}".rstrip()
+
+        def show(epoch, logs=None):
+            done = (epoch + 1) * CHUNK
+            self.stream.write(f"\r\033[K{prefix}: step {done}/{steps}")
+            self.stream.flush()
+
+        return [keras.callbacks.LambdaCallback(on_epoch_end=show)]
+
+    def line(self, message):
+        """Writes `message` as a line of its own, over any step count."""
+        if self.stream is None:
+            return
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(message + "\n")
+        self.stream.flush()
 
 
 def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
@@ -409,7 +452,8 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
     train, test = load_data()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _progress(
+    ticker = Ticker(sys.stdout)
+    ticker.line(
         f"keras-regkit demo on {keras.backend.backend()}: two moons, 30 "
         f"training and 70 test points, Dense({HIDDEN_UNITS}); {steps} "
         f"full-batch steps, {seeds} seed(s) per method."
@@ -421,11 +465,14 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
         runs = []
         for seed in range(seeds):
             done += 1
-            figures, extras = run_method(method, seed, steps, train, test)
+            ticker.label = f"[{done:>2}/{total}] {method} seed {seed}"
+            figures, extras = run_method(
+                method, seed, steps, train, test, ticker
+            )
             runs.append(figures)
             if seed == 0:
                 kept[method] = extras
-            _progress(
+            ticker.line(
                 f"[{done:>2}/{total}] {method:<24} seed {seed}: test "
                 f"accuracy {figures['test_accuracy']:.3f} "
                 f"({figures['seconds']:.1f} s)"
@@ -436,10 +483,11 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
         runs = []
         for seed in range(seeds):
             done += 1
+            ticker.label = f"[{done:>2}/{total}] sweep L2({strength:g})"
             model = build_model(seed, penalty=L2(strength))
-            _fit(model, train, steps)
+            _fit(model, train, steps, None, ticker.callbacks(steps))
             runs.append(_score(model, train, test))
-            _progress(
+            ticker.line(
                 f"[{done:>2}/{total}] sweep L2({strength:g}) seed {seed}: "
                 f"test accuracy {runs[-1]['test_accuracy']:.3f}"
             )

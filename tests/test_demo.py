@@ -1,5 +1,6 @@
 """Tests for the overfitting lab, `keras-regkit demo`."""
 
+import io
 import os
 import pathlib
 import shutil
@@ -126,6 +127,35 @@ def test_shrinkage_level_is_the_strongest_best_on_the_folds_mean():
     losses = [0.40, 0.30, 0.32, 0.9]
     assert demo._chosen_level([_path(losses, "min")]) == 0.1
     assert demo._chosen_level([_path(losses, "min", tolerance=0.1)]) == 1.0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_ticker_counts_steps_in_place_on_a_terminal_only():
+    terminal = _Terminal()
+    ticker = demo.Ticker(terminal)
+    ticker.label = "[ 3/45] L2 seed 0"
+    train = demo.load_data()[0]
+    ticks = ticker.callbacks(100, "fold 1/3")
+    demo._fit(demo.build_model(0), train, 100, None, ticks)
+    ticker.line("[ 3/45] L2 seed 0: test accuracy 0.914")
+    assert terminal.getvalue() == (
+        "\r\033[K[ 3/45] L2 seed 0 fold 1/3: step 50/100"
+        "\r\033[K[ 3/45] L2 seed 0 fold 1/3: step 100/100"
+        "\r\033[K[ 3/45] L2 seed 0: test accuracy 0.914\n"
+    )
+    # A log or a pipe gets the result lines only; no stream, nothing.
+    piped = io.StringIO()
+    ticker = demo.Ticker(piped)
+    assert ticker.callbacks(100) == []
+    ticker.line("done")
+    assert piped.getvalue() == "done\n"
+    silent = demo.Ticker(None)
+    silent.line("done")
+    assert silent.callbacks(100) == []
 
 
 def _run_cli(args, tmp_path, backend=None):
