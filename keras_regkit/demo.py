@@ -17,6 +17,7 @@ steps (early stopping) or the shrinkage level (shrink). The table's summary
 also says what the fold models alone, trained on 20 points, would score.
 """
 
+import dataclasses
 import pathlib
 import sys
 import time
@@ -36,6 +37,7 @@ from keras_regkit import (
     plot,
     regularize,
     shrink,
+    shrinkage,
 )
 from keras_regkit.layers import Dropout
 
@@ -228,17 +230,19 @@ def _shrunk(seed, steps, train, test, ticker):
 def _chosen_level(reports):
     """The path's level (`None`: unshrunk) chosen on the folds' mean.
 
-    `shrink`'s `"sparsest_within"` rule applied to the mean metric: the
-    strongest shrinkage whose mean is within `tolerance` of the best mean.
+    `shrink`'s own rule (`SHRINK_OPTIONS`), applied to the path whose
+    metrics are the means over the folds.
     """
     first = reports[0]
     means = np.mean([[row.metric for row in r.rows] for r in reports], 0)
-    if first.mode == "max":
-        within = means >= means.max() - first.tolerance * abs(means.max())
-    else:
-        within = means <= means.min() + first.tolerance * abs(means.min())
-    # rows[0] is the unshrunk model, then increasing levels.
-    return first.rows[int(np.flatnonzero(within)[-1])].level
+    rows = [
+        dataclasses.replace(row, metric=float(mean))
+        for row, mean in zip(first.rows, means, strict=True)
+    ]
+    chosen = shrinkage.choose(
+        rows, mode=first.mode, select=first.select, tolerance=first.tolerance
+    )
+    return rows[chosen].level
 
 
 def run_method(method, seed, steps, train, test, ticker=None):

@@ -275,11 +275,7 @@ class _Walk:
 
     def no_worse(self, metric, reference):
         """Whether `metric` is finite and at least as good as `reference`."""
-        if not math.isfinite(metric):
-            return False
-        if self.options["mode"] == "min":
-            return metric <= reference
-        return metric >= reference
+        return _no_worse(metric, reference, self.options["mode"])
 
     def finetune(self, level, masks):
         """Fine-tunes the model at `level`, holding the zeros of `masks`."""
@@ -493,7 +489,12 @@ def _walk_path(walk, original, originals):
         rows.append(row)
         if walk.finetuning and walk.no_worse(row.metric, rows[0].metric):
             kept[len(rows) - 1] = _weights.copy_values(walk.model.weights)
-    chosen = _choose(walk, rows)
+    chosen = choose(
+        rows,
+        mode=walk.options["mode"],
+        select=walk.options["select"],
+        tolerance=walk.options["tolerance"],
+    )
     if chosen == 0:
         _weights.assign_values(walk.state, original)
     elif walk.finetuning:
@@ -511,23 +512,37 @@ def _walk_path(walk, original, originals):
     )
 
 
-def _choose(walk, rows):
-    """The index of the row to keep."""
+def _no_worse(metric, reference, mode):
+    """Whether `metric` is finite and at least as good as `reference`."""
+    if not math.isfinite(metric):
+        return False
+    if mode == "min":
+        return metric <= reference
+    return metric >= reference
+
+
+def choose(rows, *, mode, select, tolerance):
+    """The index of the `ShrinkageRow` of `rows` that `shrink` would keep.
+
+    `rows[0]` is the model as it came in; `mode`, `select` and `tolerance`
+    are `shrink`'s. Also usable on rows whose metrics are means over
+    several validation folds.
+    """
     candidates = [
         i
         for i, row in enumerate(rows)
-        if i == 0 or walk.no_worse(row.metric, rows[0].metric)
+        if i == 0 or _no_worse(row.metric, rows[0].metric, mode)
     ]
-    sign = 1.0 if walk.options["mode"] == "min" else -1.0
+    sign = 1.0 if mode == "min" else -1.0
 
     def simplicity(i):
         # Most zeros first, then the smallest norm.
         return (-rows[i].zero_fraction, rows[i].l2_norm)
 
     best = min(candidates, key=lambda i: (sign * rows[i].metric, simplicity(i)))
-    if walk.options["select"] == "best":
+    if select == "best":
         return best
-    margin = walk.options["tolerance"] * abs(rows[best].metric)
+    margin = tolerance * abs(rows[best].metric)
     within = [
         i
         for i in candidates

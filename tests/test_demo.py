@@ -111,7 +111,8 @@ def _path(metrics, mode="max", tolerance=0.0):
         tolerance=tolerance,
         chosen=0,
         rows=tuple(
-            ShrinkageRow(level, metric, 1.0, 0.0, 10, 10)
+            # A scale path: the norm falls as the level grows.
+            ShrinkageRow(level, metric, 10.0 / (1 + (level or 0)), 0, 10, 10)
             for level, metric in zip(levels, metrics, strict=True)
         ),
     )
