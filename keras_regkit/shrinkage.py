@@ -215,6 +215,31 @@ def _weight_penalty(model):
     return float(ops.convert_to_numpy(ops.sum(ops.stack(terms))))
 
 
+def _model_state(model, finetuning):
+    """Every variable that a level of `shrink` may change, once each.
+
+    Not only the weights shrunk: every variable the model holds (its
+    weights, non-trainable state and `SeedGenerator` states), and its
+    metrics' variables, since on JAX a `fit` or `evaluate` that raises
+    leaves all of them without values; dropout in a fine-tuning `fit`
+    advances the seed states on every backend. With fine-tuning, the
+    optimizer's variables too (built first if they are not, so that they
+    exist to be restored), to return the model exactly as it came.
+    """
+    variables = list(model.variables) + list(model.metrics_variables)
+    if finetuning:
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        variables += optimizer.variables
+    unique, seen = [], set()
+    for variable in variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            unique.append(variable)
+    return unique
+
+
 class _Walk:
     """One call of `shrink`: the model, its options and what to restore.
 
@@ -236,14 +261,7 @@ class _Walk:
             options["method"] == "penalty"
             or options["finetune_arguments"] is not None
         )
-        # Every weight, not only the ones shrunk: on JAX, a `fit` or
-        # `evaluate` that raises leaves the model's variables (and, in
-        # `fit`, the optimizer's) without values. With fine-tuning, the
-        # optimizer's state too, to return the model exactly as it came if
-        # no level helps.
-        self.state = list(model.weights)
-        if self.finetuning:
-            self.state += model.optimizer.variables
+        self.state = _model_state(model, self.finetuning)
         self.saved_regularizers = [v.regularizer for v in self.variables]
         self.saved_constraints = [v.constraint for v in self.variables]
 
@@ -251,8 +269,11 @@ class _Walk:
         """Evaluates the model as it is now, as a `ShrinkageRow`."""
         options = self.options
         monitor, key = options["monitor"], options["metric_key"]
+        arguments = options["validation_arguments"]
+        if callable(arguments):
+            arguments = arguments()
         results = self.model.evaluate(
-            **options["validation_arguments"],
+            **arguments,
             batch_size=options["batch_size"],
             verbose=0,
             return_dict=True,
@@ -369,8 +390,11 @@ def shrink(
     Guarantees. The model comes back never worse on `validation_data` than
     it went in: if no level is at least as good, the original weights are
     put back bit for bit. If anything raises midway (a keyboard interrupt
-    included), the original weights, penalties and constraints are restored
-    before the error propagates. The optimizer's state is untouched unless
+    included, or the data raising), every variable the model holds (its
+    weights, non-trainable state, `SeedGenerator` states, its metrics' and,
+    when fine-tuning ran, the optimizer's variables), penalties and
+    constraints are restored before the error propagates, on every
+    backend. The optimizer's state is untouched unless
     fine-tuning ran; the weights' penalties and constraints are as before.
 
     Cost. Without fine-tuning, each level costs one `evaluate` plus one pass
@@ -654,7 +678,9 @@ def run(model, validation_arguments, options):
     Args:
         model: the model.
         validation_arguments: keyword arguments of `model.evaluate` that
-            give it the validation data.
+            give it the validation data, or a function of no arguments
+            returning them, called before each evaluation (for data that
+            must be handed to the model anew each time).
         options: from `check_options`.
     """
     _check_model(model)

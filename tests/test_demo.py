@@ -226,7 +226,11 @@ def test_full_demo_regularized_runs_beat_none_on_average(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
+@pytest.mark.other_backends
 def test_console_script_switches_backend(tmp_path):
+    pytest.importorskip(
+        "jax", reason="`--backend jax` needs JAX: pip install jax"
+    )
     script = shutil.which("keras-regkit") or str(
         pathlib.Path(sys.executable).parent / "keras-regkit"
     )

@@ -405,3 +405,95 @@ def test_missing_validation_data_and_unknown_monitor_are_clear_errors():
         shrink(uncompiled, validation, method="scale")
     with pytest.raises(TypeError, match="argument `model`"):
         shrink("model", validation, method="scale")
+
+
+class _Batches(keras.utils.PyDataset):
+    """`(x, y)` in batches of 16; the `fail_on`-th batch served raises."""
+
+    def __init__(self, x, y, fail_on=None, error=None):
+        super().__init__()
+        self.x, self.y, self.fail_on, self.error = x, y, fail_on, error
+        self.served = 0
+
+    def __len__(self):
+        return len(self.x) // 16
+
+    def __getitem__(self, index):
+        self.served += 1
+        if self.served == self.fail_on:
+            raise self.error
+        rows = slice(16 * index, 16 * (index + 1))
+        return self.x[rows], self.y[rows]
+
+
+def _stateful_model(x, y):
+    """A trained model holding more than weights: seeds, BatchNorm, Adam."""
+    from keras_regkit.layers import Dropout
+
+    model = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.2, seed=1),
+            Dropout(0.2, seed=2),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    return model
+
+
+def _state(model):
+    variables = model.variables + model.metrics_variables
+    variables += model.optimizer.variables
+    return {v.path: np.array(_numpy(v)) for v in variables}
+
+
+@pytest.mark.parametrize(
+    "error, expected, match",
+    [
+        # TensorFlow reports what its data pipeline raised as its own
+        # error, which quotes it.
+        (
+            KeyboardInterrupt("interrupted"),
+            (KeyboardInterrupt, Exception),
+            "interrupted",
+        ),
+        (RuntimeError("data broke"), Exception, "data broke"),
+    ],
+    ids=["keyboard_interrupt", "data_raises"],
+)
+@pytest.mark.parametrize("finetune", [False, True], ids=["evaluate", "fit"])
+def test_an_interrupt_inside_a_level_restores_every_variable(
+    error, expected, match, finetune
+):
+    # Levels 0.3 and 0.6: the failure comes in the middle of the second
+    # level's `evaluate` (4 batches each) or of its fine-tuning `fit`. On
+    # JAX, Keras leaves every variable of an interrupted `fit` or
+    # `evaluate` without a value; dropout advances the seed states.
+    (x, y), _ = _regression(rows=64, inputs=8)
+    model = _stateful_model(x, y)
+    before = _state(model)
+    if finetune:
+        validation = _Batches(x, y)
+        finetune_data = _Batches(x, y, fail_on=4 + 2, error=error)
+    else:
+        validation = _Batches(x, y, fail_on=4 + 4 + 2, error=error)
+        finetune_data = None
+    with pytest.raises(expected, match=match):
+        shrink(
+            model,
+            validation,
+            method="prune",
+            levels=[0.3, 0.6],
+            finetune_data=finetune_data,
+        )
+    after = _state(model)
+    assert list(after) == list(before)
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    # The model is whole: it predicts, evaluates and trains as before.
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(model.evaluate(x, y, verbose=0)[0])

@@ -88,6 +88,52 @@ def test_uses_fits_validation_split():
     )
 
 
+@pytest.mark.parametrize(
+    "shrink_options",
+    [
+        {"method": "penalty", "levels": [1e-3, 1e-2]},
+        {"method": "prune", "levels": [0.3, 0.6]},
+    ],
+    ids=["penalty", "prune_then_finetune"],
+)
+@pytest.mark.parametrize("given", ["validation_data", "validation_split"])
+def test_finetuning_with_fits_validation_keeps_the_users_history(
+    shrink_options, given
+):
+    # Fine-tuning runs a nested `fit`, which takes fit's validation
+    # iterator away when it ends and replaces `model.history`.
+    train, validation = _data(rows=100), _data(seed=1, rows=200)
+    model = _model()
+    seen = _WeightsAtEnd()
+    callback = WeightShrinkage(finetune_data=train, **shrink_options)
+    if given == "validation_data":
+        arguments = {"validation_data": validation}
+    else:
+        arguments = {"validation_split": 0.4}
+        validation = (train[0][60:], train[1][60:])
+    history = model.fit(
+        *train,
+        **arguments,
+        epochs=5,
+        verbose=0,
+        callbacks=[seen, callback],
+    )
+    assert model.history is history
+    assert history.epoch == list(range(6))
+    assert {key: len(values) for key, values in history.history.items()} == {
+        "loss": 6,
+        "val_loss": 6,
+    }
+    assert callback.report.before.metric == pytest.approx(
+        _mse(seen.weights, validation), rel=1e-5
+    )
+    shrunk = model.evaluate(*validation, verbose=0)
+    assert history.history["val_loss"][-1] == pytest.approx(shrunk, rel=1e-6)
+    assert callback.report.after.metric <= callback.report.before.metric
+    # Keras's own state is as `fit` leaves it: nothing lent is left behind.
+    assert getattr(model, "_eval_epoch_iterator", None) is None
+
+
 def test_its_own_validation_data_wins():
     train, validation = _data(), _data(seed=1, rows=200)
     own = _data(seed=2, rows=100)

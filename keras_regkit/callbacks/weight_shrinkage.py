@@ -21,17 +21,22 @@ def _fit_validation(model):
 
 
 class _FitValidation:
-    """Lends `fit`'s validation iterator back to the model for `evaluate`."""
+    """Lends `fit`'s validation iterator back to the model for `evaluate`.
+
+    Calling it lends the iterator and returns the keyword arguments that
+    make `evaluate` read it. It is lent again before every evaluation:
+    a nested `fit` (fine-tuning in `shrink`) takes it away when it ends.
+    """
 
     def __init__(self, model, iterator):
         self.model = model
         self.iterator = iterator
 
-    def __enter__(self):
+    def __call__(self):
         self.model._eval_epoch_iterator = self.iterator
         return {"_use_cached_eval_dataset": True}
 
-    def __exit__(self, *exc_info):
+    def release(self):
         if getattr(self.model, "_eval_epoch_iterator", None) is not None:
             del self.model._eval_epoch_iterator
 
@@ -123,12 +128,16 @@ class WeightShrinkage(keras.callbacks.Callback):
                 self._fit_iterator = iterator
 
     def on_train_end(self, logs=None):
+        # The History that the user's `fit` returns: fine-tuning runs a
+        # nested `fit`, which replaces `model.history` with its own.
+        history = getattr(self.model, "history", None)
+        lent = None
         try:
             if self.validation_arguments is not None:
-                self._shrink(self.validation_arguments)
+                self._shrink(self.validation_arguments, history)
             elif self._fit_iterator is not None:
-                with _FitValidation(self.model, self._fit_iterator) as given:
-                    self._shrink(given)
+                lent = _FitValidation(self.model, self._fit_iterator)
+                self._shrink(lent, history)
             else:
                 raise ValueError(
                     "WeightShrinkage has no validation data: pass "
@@ -136,19 +145,24 @@ class WeightShrinkage(keras.callbacks.Callback):
                     "`validation_split` to `fit`."
                 )
         finally:
+            if lent is not None:
+                lent.release()
             self._fit_iterator = None
+            if history is not None:
+                self.model.history = history
 
-    def _shrink(self, validation_arguments):
+    def _shrink(self, validation_arguments, history):
         self.report = shrinkage.run(
             self.model, validation_arguments, self.options
         )
+        if callable(validation_arguments):
+            validation_arguments = validation_arguments()
         results = self.model.evaluate(
             **validation_arguments,
             batch_size=self.options["batch_size"],
             verbose=0,
             return_dict=True,
         )
-        history = getattr(self.model, "history", None)
         if history is None or not history.history:
             return
         for key, values in history.history.items():
