@@ -57,6 +57,29 @@ def sum_of_magnitudes(x):
     return ops.sum(ops.abs(x))
 
 
+def scaled_sum_of_squares(x, factor):
+    """`factor * sum(x**2)`, overflowing only where the result does.
+
+    A factor below 1 goes inside the sum, as `sum((sqrt(factor) * x)**2)`:
+    `sum(x**2)` alone can overflow (float32 weights of 2e19 and more) while
+    `factor` times it still fits. At or above 1 it multiplies the sum,
+    which then overflows only if the result does.
+    """
+    if factor >= 1.0:
+        return factor * sum_of_squares(x)
+    return sum_of_squares(x * math.sqrt(factor))
+
+
+def scaled_sum_of_magnitudes(x, factor):
+    """`factor * sum(|x|)`, overflowing only where the result does.
+
+    As `scaled_sum_of_squares`: a factor below 1 scales the terms first.
+    """
+    if factor >= 1.0:
+        return factor * sum_of_magnitudes(x)
+    return sum_of_magnitudes(x * factor)
+
+
 @_fused
 def _sign_times(x, factor):
     return ops.sign(x) * factor
@@ -158,18 +181,35 @@ def _exp_abs_eager(x, inverse_scale, limit):
 
 @_fused
 def group_norms(x, axes):
-    """The L2 norm of each group of `x` and its inverse (0 for a zero group).
+    """The L2 norm of each group of `x`, and `x` over its group's norm.
 
     Groups are the slices of `x` at one index of the axes not in `axes`;
-    `axes` are reduced and kept as size-1 dimensions. The inverse is taken
-    where the norm is positive only, so an all-zero group never gives 0/0.
+    `axes` are reduced and kept as size-1 dimensions. Each norm is taken
+    the overflow-safe way, as LAPACK's `nrm2` does: `m * sqrt(sum((x /
+    m)**2))` with `m` the group's largest magnitude, so weights near the
+    dtype's largest value do not overflow and subnormal ones do not vanish
+    when squared. The direction `x / ||x_g||` is `(x / m) / sqrt(...)`, with
+    both factors in [-1, 1] and [1, sqrt(|g|)]: finite for every finite
+    group, and 0 in an all-zero group (never 0/0). A group holding NaN has
+    a NaN norm.
+
+    Returns:
+        `(norms, directions)`: the norms, shaped as `x` reduced over
+        `axes` with the dimensions kept, and `x` divided by them.
     """
+    magnitude = ops.abs(x)
     if axes:
-        squares = ops.sum(ops.square(x), axis=axes, keepdims=True)
+        largest = ops.max(magnitude, axis=axes, keepdims=True)
     else:
-        squares = ops.square(x)
-    positive = squares > 0
-    safe = ops.where(positive, squares, 1.0)
-    norms = ops.where(positive, ops.sqrt(safe), 0.0)
-    inverse_norms = ops.where(positive, ops.rsqrt(safe), 0.0)
-    return norms, inverse_norms
+        largest = magnitude
+    nonzero = ops.not_equal(largest, 0.0)  # NaN included
+    largest = ops.where(nonzero, largest, 1.0)
+    scaled = x / largest
+    if axes:
+        squares = ops.sum(ops.square(scaled), axis=axes, keepdims=True)
+    else:
+        squares = ops.square(scaled)
+    root = ops.where(nonzero, ops.sqrt(squares), 1.0)
+    norms = ops.where(nonzero, largest * root, 0.0)
+    directions = ops.where(nonzero, scaled / root, 0.0)
+    return norms, directions

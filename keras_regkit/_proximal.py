@@ -37,8 +37,10 @@ def group_soft_threshold(v, threshold, reduction_axes):
     reduced over `reduction_axes`. A group whose norm is at most
     `threshold` becomes exactly zero.
     """
-    _, inverse_norms = _kernels.group_norms(v, reduction_axes)
-    return v * ops.relu(1.0 - threshold * inverse_norms)
+    norms, directions = _kernels.group_norms(v, reduction_axes)
+    # v_g * (1 - t / ||v_g||) = directions * (||v_g|| - t): no 1 / ||v_g||,
+    # which would overflow for a group of subnormal weights.
+    return directions * ops.relu(norms - threshold)
 
 
 def _constant(value, like):

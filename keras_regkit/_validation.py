@@ -153,21 +153,42 @@ def noise_shape(name, value):
 
 
 def optional_float(name, value):
-    """Checks that `value` is None or a number; returns None or a float."""
+    """Checks that `value` is None or a number, not NaN; returns it as such.
+
+    Infinities are kept (a threshold at infinity is never reached); NaN is
+    refused: every comparison with it is false, so it would silently make
+    the argument mean something else.
+    """
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, numbers.Real
     ):
         raise TypeError(_invalid(name, "None or a number", value))
-    return float(value)
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError(
+            _invalid(name, "None or a number that is not NaN", value)
+        )
+    return number
+
+
+def flag(name, value):
+    """Checks a flag: `True` or `False` (numpy bools too); returns a bool.
+
+    Anything else is refused, a string above all: `bool("False")` is True.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(_invalid(name, "a bool (True or False)", value))
+    return bool(value)
 
 
 def finite_magnitude(name, value):
     """Checks that `value` is a finite number; returns `abs(value)`."""
-    number = optional_float(name, value)
-    if number is None or not math.isfinite(number):
-        raise ValueError(_invalid(name, "a finite number", value))
+    expected = "a finite number"
+    number = _as_real(name, value, expected)
+    if not math.isfinite(number):
+        raise ValueError(_invalid(name, expected, value))
     return abs(number)
 
 

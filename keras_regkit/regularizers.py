@@ -29,6 +29,12 @@ from keras_regkit._config import ConfigByKeys
 _PACKAGE = "keras_regkit"
 _HALF_PRECISION = ("float16", "bfloat16")
 _FLOAT32_TINY = 1.1754943508222875e-38
+_FLOAT32_MAX = 3.4028234663852886e38
+# `expm1(u)` continued along its tangent at `u = 40`, at the saturation
+# point: the largest penalty of one weight, per unit of strength.
+_EXP_ABS_CEILING = math.expm1(40.0) + math.exp(40.0) * (
+    _kernels.EXP_ABS_SATURATION - 40.0
+)
 
 
 def _read(x):
@@ -178,7 +184,7 @@ class L1(_Penalty):
         l1 = self.l1
 
         def value_and_gradient(x):
-            value = l1 * _kernels.sum_of_magnitudes(x)
+            value = _kernels.scaled_sum_of_magnitudes(x, l1)
             return value, lambda upstream: _kernels.sign_times(x, l1 * upstream)
 
         return _with_gradient(value_and_gradient, x)
@@ -267,7 +273,7 @@ class L2(_Penalty):
         l2 = self.l2
 
         def value_and_gradient(x):
-            value = l2 * _kernels.sum_of_squares(x)
+            value = _kernels.scaled_sum_of_squares(x, l2)
             return value, lambda upstream: x * ((2.0 * l2) * upstream)
 
         return _with_gradient(value_and_gradient, x)
@@ -331,9 +337,9 @@ class ElasticNet(_Penalty):
         l1, l2 = self.l1, self.l2
 
         def value_and_gradient(x):
-            value = l1 * _kernels.sum_of_magnitudes(x) + (
-                l2 * _kernels.sum_of_squares(x)
-            )
+            value = _kernels.scaled_sum_of_magnitudes(
+                x, l1
+            ) + _kernels.scaled_sum_of_squares(x, l2)
 
             def gradient(upstream):
                 return _kernels.elastic_net_gradient(
@@ -343,6 +349,38 @@ class ElasticNet(_Penalty):
             return value, gradient
 
         return _with_gradient(value_and_gradient, x)
+
+
+def _check_exp_abs_bounds(strength, scale):
+    """Refuses an `ExpAbs` whose slope or value per weight overflows float32.
+
+    Penalties of float32 and half-precision weights are computed in
+    float32. The gradient of one weight is at most `strength * exp(40) /
+    scale` (the tangent's slope) and its penalty at most `strength *
+    _EXP_ABS_CEILING` (the value at the saturation point); both must be
+    finite there, or the promise of a finite penalty and gradient for every
+    finite weight cannot hold.
+    """
+    slope = strength * math.exp(40.0) / scale
+    if slope > _FLOAT32_MAX:
+        raise ValueError(
+            "Invalid arguments received for `ExpAbs`: the penalty's largest "
+            f"slope, strength * exp(40) / scale = {slope:.3g}, overflows "
+            "float32 (largest 3.4e38), so weights past the exact range "
+            "would get infinite gradients. Expected strength / scale <= "
+            f"{_FLOAT32_MAX / math.exp(40.0):.3g}. Received: "
+            f"strength={strength!r}, scale={scale!r}"
+        )
+    ceiling = strength * _EXP_ABS_CEILING
+    if ceiling > _FLOAT32_MAX:
+        raise ValueError(
+            "Invalid value received for argument `strength`. The penalty of "
+            "one weight at the saturation point, strength * "
+            f"{_EXP_ABS_CEILING:.3g} = {ceiling:.3g}, overflows float32 "
+            "(largest 3.4e38). Expected strength <= "
+            f"{_FLOAT32_MAX / _EXP_ABS_CEILING:.3g}. Received: "
+            f"strength={strength!r}"
+        )
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -359,18 +397,28 @@ class ExpAbs(_Penalty):
     65504). Beyond it the penalty of a weight continues along its tangent,
     `expm1(c) + exp(c) * (u - c)`, with the constant gradient
     `strength * exp(c) / scale` (like the Huber loss past its threshold),
-    up to `u = 1e12`, where it stops growing and its gradient is 0. The
-    penalty and its gradient are therefore finite for every finite weight in
-    float16, bfloat16, float32 and float64, and a sum over a billion weights
-    at that ceiling still fits in float32. A naive `exp` would overflow at
-    `|w|` of about 88.7 in float32 and 11.1 in float16, turning the loss into
-    `inf` and the gradient into `nan`. Half-precision weights are penalised
-    in float32.
+    up to `u = 1e12`, where it stops growing and its gradient is 0. A naive
+    `exp` would overflow at `|w|` of about 88.7 in float32 and 11.1 in
+    float16, turning the loss into `inf` and the gradient into `nan`.
+    Half-precision weights are penalised in float32.
+
+    Bounds. One weight's gradient is at most `strength * exp(40) / scale`
+    and its penalty at most `strength * 2.35e29`; arguments for which
+    either overflows float32 (`strength / scale > 1.4e21`, or `strength >
+    1.4e9`) are refused when the penalty is built, with a message that says
+    so. For every accepted argument the gradient is therefore finite for
+    every finite weight in bfloat16, float32 and float64 (in float16, whose
+    largest value is 65504, while `strength / scale * exp(10)` fits it),
+    and so is the penalty, unless the sum over a whole tensor exceeds the
+    largest float32 (`strength * 2.35e29` per weight at the ceiling: with
+    `strength = 0.01`, 1e11 weights of `|w| >= 1e12 * scale`).
 
     Args:
-        strength: non-negative float, the factor in front of the sum.
+        strength: non-negative float, the factor in front of the sum, at
+            most 1.4e9.
         scale: positive float (at least 1.2e-38, float32's smallest normal
-            number), the weight magnitude that counts as one unit.
+            number, and at least `strength / 1.4e21`), the weight magnitude
+            that counts as one unit.
 
     Example:
 
@@ -395,6 +443,7 @@ class ExpAbs(_Penalty):
                 "positive float of at least 1.2e-38 (float32's smallest "
                 f"normal number). Received: scale={scale!r}"
             )
+        _check_exp_abs_bounds(self.strength, self.scale)
 
     @staticmethod
     def exact_limit(dtype):
@@ -520,11 +569,13 @@ class GroupLasso(_Penalty):
         weight = self.strength * math.sqrt(group_size)
 
         def value_and_gradient(x):
-            norms, inverse_norms = _kernels.group_norms(x, reduction_axes)
-            value = weight * ops.sum(norms)
+            norms, directions = _kernels.group_norms(x, reduction_axes)
+            # The weight inside the sum: a sum of large norms may overflow
+            # where their weighted sum (weight < 1) does not.
+            value = ops.sum(norms * weight)
 
             def gradient(upstream):
-                return x * (inverse_norms * (weight * upstream))
+                return directions * (weight * upstream)
 
             return value, gradient
 

@@ -623,7 +623,7 @@ def check_options(
         "method": method,
         "levels": _check_levels(method, levels),
         "layers": layers,
-        "bias": bool(bias),
+        "bias": _validation.flag("bias", bias),
         "monitor": monitor,
         "metric_key": monitor.removeprefix("val_"),
         "mode": _validation.choice("mode", mode, ("auto", "min", "max")),
@@ -640,9 +640,9 @@ def check_options(
             "finetune_epochs", finetune_epochs
         ),
         "penalty_factory": _penalty_factory(regularizer),
-        "proximal": bool(proximal),
+        "proximal": _validation.flag("proximal", proximal),
         "batch_size": batch_size,
-        "verbose": verbose,
+        "verbose": _validation.verbosity("verbose", verbose),
     }
 
 

@@ -261,7 +261,9 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
         name=None,
         tunable=True,
     ):
-        super().__init__(name=name, tunable=tunable)
+        super().__init__(
+            name=name, tunable=_validation.flag("tunable", tunable)
+        )
         if not callable(build_model):
             raise TypeError(
                 "Invalid value received for argument `build_model`. Expected "
@@ -285,7 +287,7 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
                 f"Received: shrinkage={shrinkage!r}"
             )
         self.build_model = build_model
-        self.per_layer = bool(per_layer)
+        self.per_layer = _validation.flag("per_layer", per_layer)
         self.kinds = _check_kinds(kinds)
         self.min_value, self.max_value = _check_range(min_value, max_value)
         self.layers = layers

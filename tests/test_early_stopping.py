@@ -262,6 +262,62 @@ def test_prechelt_criteria_by_hand(criterion, alpha, stopped_epoch):
         )
 
 
+# Zero errors: the quotients at their limits (see `_prechelt`). GL is 0
+# while E_va stays at E_opt = 0 and +inf once it rises; P_k is 0 for a
+# strip of zeros and +inf for a strip that reaches 0; PQ stops when
+# GL > alpha * P_k.
+@pytest.mark.parametrize(
+    "criterion, validation, training, stopped_epoch, reason",
+    [
+        ("gl", [0.5, 0.0, 0.0, 0.0], None, 0, None),
+        ("gl", [0.5, 0.0, 0.0, 0.1], None, 3, "GL = inf > 5"),
+        ("gl", [0.0, 0.0, 0.2, 0.1], None, 2, "GL = inf > 5"),
+        # Training error 0 throughout: P_2 = 0, stop once GL > 0.
+        ("pq", [0.5, 0.4, 0.3, 0.45], [0.0] * 4, 3, "= 50 / 0 > 5"),
+        ("pq", [0.5, 0.4, 0.3, 0.3], [0.0] * 4, 0, None),
+        # The strip reaches 0 from above: P_2 = inf, no stop on GL = 50.
+        ("pq", [0.5, 0.4, 0.3, 0.45], [1.0, 0.5, 0.1, 0.0], 0, None),
+        # E_opt = 0, then a rise, while training is at 0: inf > 5 * 0.
+        ("pq", [0.0, 0.0, 0.0, 0.1], [0.0] * 4, 3, "= inf / 0 > 5"),
+        # GL = inf and P_2 = inf: inf > 5 * inf is false, no stop.
+        ("pq", [0.0, 0.0, 0.0, 0.1], [1.0, 0.5, 0.5, 0.0], 0, None),
+    ],
+)
+def test_prechelt_criteria_at_zero_error(
+    criterion, validation, training, stopped_epoch, reason
+):
+    callback = EarlyStopping(criterion=criterion, alpha=5.0, strip_length=2)
+    result = drive(callback, validation, train=training)
+    assert result["stopped_epoch"] == stopped_epoch
+    if reason is None:
+        assert callback.stop_reason is None
+    else:
+        assert reason in callback.stop_reason
+
+
+@pytest.mark.parametrize("criterion", ["gl", "pq"])
+def test_prechelt_criteria_survive_a_perfect_fit(criterion):
+    # y = x is learnt exactly: the MAE on training and validation data
+    # reaches 0.0 and stays there.
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse", metrics=["mae"])
+    model.set_weights([np.ones((1, 1)), np.zeros(1)])
+    x = np.linspace(-1, 1, 8, dtype="float32")[:, None]
+    callback = EarlyStopping(
+        "val_mae", criterion=criterion, alpha=1.0, training_key="mae"
+    )
+    history = model.fit(
+        x,
+        x,
+        validation_data=(x, x),
+        epochs=6,
+        verbose=0,
+        callbacks=[callback],
+    )
+    assert history.history["val_mae"] == [0.0] * 6
+    assert callback.stop_reason is None
+
+
 @pytest.mark.parametrize("strips, stopped_epoch", [(1, 3), (2, 5), (3, 0)])
 def test_prechelt_up_counts_successive_rising_strips(strips, stopped_epoch):
     # strip ends (k = 2) at epochs 1, 3, 5: 0.8, then 0.9 (rose), 1.0 (rose)

@@ -13,9 +13,35 @@ the Trade (1998), section 2.2. With `E_va(t)` the validation error at epoch
   the end of the next, `s` strips in a row.
 
 Epochs count from the first monitored one; strips end every `k` epochs.
+
+At zero error the quotients are taken at their limits, so a perfect fit
+never divides by zero: `GL(t) = 0` while `E_va(t) = E_opt(t)` (both 0
+included) and `+inf` once the error rises from `E_opt(t) = 0`; `P_k(t) = 0`
+for a strip whose training errors are all 0 and `+inf` for one that reaches
+0 from above. `PQ_alpha` stops when `GL(t) > alpha * P_k(t)`, the quotient
+multiplied out, which is the same test where `P_k(t)` is positive and
+finite and also holds where it is 0 (stop as soon as `GL(t) > 0`) or
+infinite (no stop while training still makes infinite progress).
 """
 
 import math
+
+
+def generalization_loss(error, best):
+    """Prechelt's `GL = 100 * (E_va / E_opt - 1)`, defined at `E_opt = 0`."""
+    if error == best:
+        return 0.0
+    if best == 0:
+        return math.inf
+    return 100.0 * (error / best - 1)
+
+
+def training_progress(strip):
+    """Prechelt's `P_k = 1000 * (sum / (k * min) - 1)`, defined at `min = 0`."""
+    lowest = min(strip)
+    if lowest == 0:
+        return 0.0 if max(strip) == 0 else math.inf
+    return 1000.0 * (sum(strip) / (len(strip) * lowest) - 1)
 
 
 class PrecheltCriterion:
@@ -43,7 +69,9 @@ class PrecheltCriterion:
         """Records an epoch; returns why to stop, or None."""
         self.epochs += 1
         self.best = min(self.best, validation_error)
-        self.generalization_loss = 100.0 * (validation_error / self.best - 1)
+        self.generalization_loss = generalization_loss(
+            validation_error, self.best
+        )
         if self.kind == "gl":
             if self.generalization_loss > self.alpha:
                 return (
@@ -57,19 +85,12 @@ class PrecheltCriterion:
         if self.epochs % self.strip_length:
             return None
         if self.kind == "pq":
-            k = self.strip_length
-            self.progress = 1000.0 * (
-                sum(self.strip) / (k * min(self.strip)) - 1
-            )
-            quotient = (
-                math.inf
-                if self.progress == 0
-                else self.generalization_loss / self.progress
-            )
-            if self.generalization_loss > 0 and quotient > self.alpha:
+            self.progress = training_progress(self.strip)
+            if self.generalization_loss > self.alpha * self.progress:
                 return (
-                    f"PQ = GL / P_{k} = {self.generalization_loss:.4g} / "
-                    f"{self.progress:.4g} > {self.alpha:g} (Prechelt)"
+                    f"PQ = GL / P_{self.strip_length} = "
+                    f"{self.generalization_loss:.4g} / {self.progress:.4g}"
+                    f" > {self.alpha:g} (Prechelt)"
                 )
             return None
         rose = (

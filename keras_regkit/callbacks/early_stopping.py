@@ -127,24 +127,26 @@ class EarlyStopping(keras.callbacks.Callback):
         # Keras takes the magnitude of a negative min_delta; so do we.
         self.min_delta = _validation.finite_magnitude("min_delta", min_delta)
         self.patience = _validation.non_negative_int("patience", patience)
-        self.verbose = verbose
+        self.verbose = _validation.verbosity("verbose", verbose)
         self.mode = _validation.choice("mode", mode, _MODES)
         self.baseline = _validation.optional_float("baseline", baseline)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = _validation.flag(
+            "restore_best_weights", restore_best_weights
+        )
         self.start_from_epoch = _validation.non_negative_int(
             "start_from_epoch", start_from_epoch
         )
         self.min_delta_mode = _validation.choice(
             "min_delta_mode", min_delta_mode, _DELTA_MODES
         )
-        self.check_finite = bool(check_finite)
+        self.check_finite = _validation.flag("check_finite", check_finite)
         self.stopping_threshold = _validation.optional_float(
             "stopping_threshold", stopping_threshold
         )
         self.divergence_threshold = _validation.optional_float(
             "divergence_threshold", divergence_threshold
         )
-        self.strict = bool(strict)
+        self.strict = _validation.flag("strict", strict)
         self.criterion = _validation.choice("criterion", criterion, _CRITERIA)
         self.alpha = _criterion_alpha(self.criterion, alpha)
         self.strip_length = _validation.positive_int(
