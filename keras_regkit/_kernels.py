@@ -180,22 +180,25 @@ def _exp_abs_eager(x, inverse_scale, limit):
 
 
 @_fused
-def group_norms(x, axes):
-    """The L2 norm of each group of `x`, and `x` over its group's norm.
+def group_norms(x, axes, factor=1.0):
+    """`factor` times the L2 norm of each group of `x`, and `x` over its norm.
 
     Groups are the slices of `x` at one index of the axes not in `axes`;
     `axes` are reduced and kept as size-1 dimensions. Each norm is taken
     the overflow-safe way, as LAPACK's `nrm2` does: `m * sqrt(sum((x /
     m)**2))` with `m` the group's largest magnitude, so weights near the
     dtype's largest value do not overflow and subnormal ones do not vanish
-    when squared. The direction `x / ||x_g||` is `(x / m) / sqrt(...)`, with
-    both factors in [-1, 1] and [1, sqrt(|g|)]: finite for every finite
-    group, and 0 in an all-zero group (never 0/0). A group holding NaN has
-    a NaN norm.
+    when squared; `factor` multiplies the root before `m` does, so a norm
+    past the dtype's largest still gives a finite `factor * norm` when that
+    fits. The direction `x / ||x_g||` is `(x / m) / sqrt(...)`, with both
+    factors in [-1, 1] and [1, sqrt(|g|)]: finite for every finite group,
+    and 0 in an all-zero group (never 0/0). A group holding NaN has a NaN
+    norm.
 
     Returns:
-        `(norms, directions)`: the norms, shaped as `x` reduced over
-        `axes` with the dimensions kept, and `x` divided by them.
+        `(norms, directions)`: `factor` times the norms, shaped as `x`
+        reduced over `axes` with the dimensions kept, and `x` divided by
+        the norms.
     """
     magnitude = ops.abs(x)
     if axes:
@@ -204,12 +207,16 @@ def group_norms(x, axes):
         largest = magnitude
     nonzero = ops.not_equal(largest, 0.0)  # NaN included
     largest = ops.where(nonzero, largest, 1.0)
-    scaled = x / largest
+    # XLA may divide by multiplying with the reciprocal, and 1 / largest is
+    # subnormal (flushed to 0) for a largest above 8.5e37 in float32: such
+    # groups are first brought down by 2**-64, which is exact.
+    down = ops.cast(ops.where(largest > 2.0**64, 2.0**-64, 1.0), x.dtype)
+    scaled = (x * down) / (largest * down)
     if axes:
         squares = ops.sum(ops.square(scaled), axis=axes, keepdims=True)
     else:
         squares = ops.square(scaled)
     root = ops.where(nonzero, ops.sqrt(squares), 1.0)
-    norms = ops.where(nonzero, largest * root, 0.0)
+    norms = ops.where(nonzero, largest * (root * factor), 0.0)
     directions = ops.where(nonzero, scaled / root, 0.0)
     return norms, directions

@@ -37,10 +37,13 @@ def group_soft_threshold(v, threshold, reduction_axes):
     reduced over `reduction_axes`. A group whose norm is at most
     `threshold` becomes exactly zero.
     """
-    norms, directions = _kernels.group_norms(v, reduction_axes)
-    # v_g * (1 - t / ||v_g||) = directions * (||v_g|| - t): no 1 / ||v_g||,
-    # which would overflow for a group of subnormal weights.
-    return directions * ops.relu(norms - threshold)
+    norms, _ = _kernels.group_norms(v, reduction_axes)
+    # t / ||v_g|| is +inf for a group of subnormal weights (zeroed, as its
+    # norm is below any positive threshold) and 0 for a norm that overflows
+    # (kept); a zero group stays zero.
+    positive = norms > 0
+    kept = ops.relu(1.0 - threshold / ops.where(positive, norms, 1.0))
+    return v * ops.where(positive, kept, 0.0)
 
 
 def _constant(value, like):

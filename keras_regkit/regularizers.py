@@ -92,6 +92,15 @@ def _prox_input(w, step):
     return _penalty_input(w), w.dtype
 
 
+def _is_zero_step(step):
+    """Whether `step` is the number 0, for which every prox is the identity.
+
+    Returning the weights as they are keeps that exact, subnormals
+    included, which kernels that flush them to zero would not.
+    """
+    return not hasattr(step, "shape") and step == 0
+
+
 class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
     """Base of the keras_regkit regularizers.
 
@@ -141,6 +150,8 @@ class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
             computed in float32 and cast back).
         """
         x, dtype = _prox_input(w, step)
+        if _is_zero_step(step):
+            return _read(w)
         return ops.cast(self._prox(x, step), dtype)
 
     def _prox(self, x, step):
@@ -479,6 +490,8 @@ class ExpAbs(_Penalty):
         array([ 0.    , -0.3571,  1.5356], dtype=float32)
         """
         x, dtype = _prox_input(w, step)
+        if _is_zero_step(step):
+            return _read(w)
         limit = self.exact_limit(dtype)
         shrunk = _proximal.exp_abs(
             x,
@@ -569,10 +582,10 @@ class GroupLasso(_Penalty):
         weight = self.strength * math.sqrt(group_size)
 
         def value_and_gradient(x):
-            norms, directions = _kernels.group_norms(x, reduction_axes)
-            # The weight inside the sum: a sum of large norms may overflow
-            # where their weighted sum (weight < 1) does not.
-            value = ops.sum(norms * weight)
+            # The weight goes inside the norms: a norm may overflow where
+            # the weighted one (weight < 1) does not.
+            norms, directions = _kernels.group_norms(x, reduction_axes, weight)
+            value = ops.sum(norms)
 
             def gradient(upstream):
                 return directions * (weight * upstream)

@@ -49,3 +49,42 @@ def gradient(fn, x, dtype="float32"):
 def value(fn, x, dtype="float32"):
     """`fn(x)` as a Python float, with `x` cast to `dtype` first."""
     return float(ops.convert_to_numpy(fn(ops.cast(x, dtype))))
+
+
+def value_and_gradient_in(fn, x, dtype):
+    """`fn(w)` and its gradient with respect to `w`, `w` being `x` in `dtype`.
+
+    Unlike `gradient`, the leaf itself has `dtype` (float16, bfloat16,
+    float32 or float64), so the gradient comes back in the weight's dtype,
+    as an optimizer would see it.
+
+    Returns:
+        `(w, value, gradient)` as float64 numpy arrays: the weights as the
+        backend holds them (after rounding to `dtype`), the value and the
+        gradient.
+    """
+    backend = keras.backend.backend()
+    leaf = ops.cast(np.asarray(x), dtype)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(leaf)
+            result = fn(leaf)
+        grad = tape.gradient(result, leaf)
+    elif backend == "jax":
+        import jax
+
+        result, grad = jax.value_and_grad(fn)(leaf)
+    elif backend == "torch":
+        leaf = leaf.detach().requires_grad_(True)
+        result = fn(leaf)
+        result.backward()
+        grad = leaf.grad
+    else:
+        raise NotImplementedError(backend)
+
+    def as_float64(tensor):
+        return np.asarray(ops.convert_to_numpy(tensor)).astype("float64")
+
+    return as_float64(leaf), as_float64(result), as_float64(grad)

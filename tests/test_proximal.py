@@ -201,3 +201,116 @@ def test_scaled_multiplies_the_penalty(regularizer, penalty, reference):
     assert regularizer.scaled(1.0) == regularizer
     with pytest.raises(ValueError, match="argument `factor`"):
         regularizer.scaled(-1.0)
+
+
+# Property-based checks of every prox, over hypothesis's regularizers,
+# weight tensors and steps: step 0 is the identity, the operator is
+# non-expansive, and its result is the argmin it claims, checked against a
+# numeric minimiser of the proximal objective.
+
+
+def _penalty64(regularizer, w):
+    """The penalty in float64 numpy (inside ExpAbs's exact range)."""
+    if isinstance(regularizer, ExpAbs):
+        u = np.abs(w) / regularizer.scale
+        return regularizer.strength * np.sum(np.expm1(u))
+    if isinstance(regularizer, GroupLasso):
+        axis = regularizer.axis % w.ndim
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        size = int(np.prod([w.shape[i] for i in reduce]))
+        norms = np.sqrt(np.sum(w**2, axis=reduce))
+        return regularizer.strength * np.sqrt(size) * np.sum(norms)
+    l1 = 0.0 if isinstance(regularizer, L2) else regularizer.l1
+    l2 = getattr(regularizer, "l2", 0.0)
+    return l1 * np.sum(np.abs(w)) + l2 * np.sum(w**2)
+
+
+def _prox_cases():
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    strengths = st.floats(1e-3, 2.0)
+    regularizer = st.one_of(
+        st.builds(L1, strengths),
+        st.builds(L2, strengths),
+        st.builds(ElasticNet, strengths, strengths),
+        st.builds(ExpAbs, strengths, st.floats(0.3, 3.0)),
+        st.builds(GroupLasso, strengths, st.sampled_from([-1, 0])),
+    )
+    shapes = st.sampled_from([(1,), (3,), (2, 2)])
+    values = st.floats(-5.0, 5.0, width=32)
+
+    @st.composite
+    def case(draw):
+        shape = draw(shapes)
+        a = draw(hnp.arrays("float32", shape, elements=values))
+        b = draw(hnp.arrays("float32", shape, elements=values))
+        return draw(regularizer), a, b, draw(st.floats(0.0, 2.0))
+
+    return case()
+
+
+def _prox_property(test):
+    from hypothesis import HealthCheck, given, settings
+
+    return settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )(given(_prox_cases())(test))
+
+
+@pytest.mark.slow
+@_prox_property
+def test_prox_with_step_zero_is_the_identity(case):
+    regularizer, a, _, _ = case
+    np.testing.assert_array_equal(_numpy(regularizer.prox(a, 0.0)), a)
+
+
+@pytest.mark.slow
+@_prox_property
+def test_prox_is_non_expansive(case):
+    regularizer, a, b, step = case
+    distance = np.linalg.norm(a.astype("float64") - b)
+    moved = _numpy(regularizer.prox(a, step)) - _numpy(
+        regularizer.prox(b, step)
+    )
+    # float32 rounding of each result: a few units in the last place.
+    slack = 4e-7 * (np.linalg.norm(a) + np.linalg.norm(b)) + 1e-30
+    assert np.linalg.norm(moved) <= distance + slack
+
+
+@pytest.mark.slow
+@_prox_property
+def test_prox_is_the_argmin_a_numeric_minimiser_finds(case):
+    from scipy.optimize import minimize
+
+    regularizer, v, _, step = case
+    v64 = v.astype("float64")
+
+    def objective(x):
+        x = np.reshape(x, v.shape)
+        return 0.5 * np.sum((x - v64) ** 2) + step * _penalty64(regularizer, x)
+
+    ours = _numpy(regularizer.prox(v, step))
+    best = min(
+        (
+            minimize(
+                objective,
+                start.ravel(),
+                method="Powell",
+                options={"xtol": 1e-10, "ftol": 1e-14, "maxfev": 20000},
+            )
+            for start in (v64, np.zeros_like(v64), ours)
+        ),
+        key=lambda result: result.fun,
+    )
+    # The objective is 1-strongly convex: no point beats the true minimiser,
+    # and a point whose objective is within d of the minimum lies within
+    # sqrt(2 d) of it.
+    scale = 1.0 + abs(best.fun)
+    assert objective(ours) <= best.fun + 1e-5 * scale
+    np.testing.assert_allclose(
+        ours.ravel(), best.x, atol=np.sqrt(2e-5 * scale) + 1e-4
+    )

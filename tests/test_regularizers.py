@@ -7,11 +7,16 @@ means adding one line there.
 import copy
 import json
 import math
+import os
 
 import keras
 import numpy as np
 import pytest
-from backend_utils import gradient, value
+from backend_utils import (
+    gradient,
+    value,
+    value_and_gradient_in,
+)
 from keras import ops
 from serialization import (
     assert_config_round_trip,
@@ -291,6 +296,70 @@ def test_exp_abs_is_finite_for_every_float32_magnitude():
     for regularizer in (ExpAbs(0.01), ExpAbs(1.0, scale=1e-3)):
         assert np.isfinite(value(regularizer, w))
         assert np.all(np.isfinite(gradient(regularizer, w)))
+
+
+@pytest.mark.parametrize(
+    "strength, scale",
+    [(0.01, 7e-24), (1.0, 7e-22), (1.4e9, 1.0), (1e-6, 7e-28)],
+)
+def test_exp_abs_at_its_most_extreme_accepted_arguments_stays_finite(
+    strength, scale
+):
+    # strength / scale up to 1.45e21 and strength up to 1.45e9 are accepted:
+    # the tangent's slope strength * exp(40) / scale and one weight's
+    # penalty at the saturation point then still fit in float32.
+    largest = np.finfo("float32").max
+    magnitudes = [0.0, 1e-30, 1e-20, 1.0, 1e10, largest]
+    w = np.array(magnitudes + [-m for m in magnitudes], dtype="float32")
+    regularizer = ExpAbs(strength, scale)
+    assert np.isfinite(value(regularizer, w[:1]))
+    grad = gradient(regularizer, w)
+    assert np.all(np.isfinite(grad))
+    # The slope past the exact range is the bound, reached, not exceeded.
+    assert np.max(np.abs(grad)) <= strength * math.exp(40.0) / scale * 1.0001
+
+
+def test_exp_abs_refuses_arguments_whose_slope_or_value_overflows():
+    with pytest.raises(
+        ValueError, match=r"slope, strength \* exp\(40\) / scale"
+    ):
+        ExpAbs(0.01, scale=1e-30)
+    with pytest.raises(ValueError, match=r"`strength`.*saturation point"):
+        ExpAbs(1e10)
+
+
+def test_group_lasso_norms_neither_overflow_nor_underflow():
+    # Norms of 5e20 (squares overflow float32) and 5e-30 (squares
+    # underflow) are exact; the gradient is the unit direction.
+    for size in (5e20, 5e-30):
+        kernel = np.array([[0.6 * size], [0.8 * size]], dtype="float32")
+        regularizer = GroupLasso(1.0)
+        assert value(regularizer, kernel) == pytest.approx(
+            math.sqrt(2) * size, rel=1e-6
+        )
+        np.testing.assert_allclose(
+            gradient(regularizer, kernel),
+            math.sqrt(2) * np.array([[0.6], [0.8]]),
+            rtol=1e-6,
+        )
+
+
+def test_group_lasso_weighted_norm_fits_where_the_norm_does_not():
+    # The norm, sqrt(3) * 3e38, exceeds float32; its weighted value does not.
+    kernel = np.full((3, 1), 3e38, dtype="float32")
+    regularizer = GroupLasso(0.01)
+    expected = 0.01 * math.sqrt(3) * math.sqrt(3) * 3e38
+    assert value(regularizer, kernel) == pytest.approx(expected, rel=1e-6)
+
+
+def test_l1_and_l2_with_small_strengths_do_not_overflow_inside_the_sum():
+    w = np.array([3e38, 3e38], dtype="float32")
+    assert value(L1(0.01), w) == pytest.approx(6e36, rel=1e-6)
+    w = np.array([2e19, 2e19], dtype="float32")  # squares overflow float32
+    assert value(L2(0.01), w) == pytest.approx(8e36, rel=1e-6)
+    assert value(ElasticNet(0.01, 0.01), w) == pytest.approx(
+        8e36 + 4e17, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype, limit", [("float32", 40.0), ("float16", 10.0)])
@@ -587,3 +656,183 @@ def test_mirrored_strategy_matches_single_device_training():
     np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
     for ours, reference in zip(mirrored_weights, single_weights, strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+# Property-based checks: for every regularizer and every finite weight
+# tensor in every float dtype (subnormals and values near the dtype's
+# largest included), the penalty and its gradient are finite, and they
+# match a float64 numpy reference wherever that reference fits the result's
+# dtype (the penalty's: float32, or float64 for float64 weights; the
+# gradient's: the weight's).
+
+_DTYPES = ["float16", "bfloat16", "float32", "float64"]
+_EXP_ABS_SATURATION = 1e12
+
+
+def _largest(dtype):
+    if dtype == "bfloat16":
+        return 3.3895313892515355e38
+    return float(np.finfo(dtype).max)
+
+
+def _smallest_normal(dtype):
+    if dtype == "bfloat16":
+        return 1.1754943508222875e-38
+    return float(np.finfo(dtype).tiny)
+
+
+def _norms64(w, reduce):
+    """Group norms in float64, scaled by the largest entry: no overflow."""
+    largest = (
+        np.max(np.abs(w), axis=reduce, keepdims=True) if reduce else (np.abs(w))
+    )
+    safe = np.where(largest > 0, largest, 1.0)
+    root = np.sqrt(np.sum((w / safe) ** 2, axis=reduce, keepdims=True))
+    return np.where(largest > 0, safe * root, 0.0), np.where(
+        largest > 0, (w / safe) / np.where(root > 0, root, 1.0), 0.0
+    )
+
+
+def _reference(regularizer, w, dtype):
+    """`(value, gradient)` of `regularizer` at `w`, in float64 numpy."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(regularizer, (L1, L2, ElasticNet)):
+            l1 = (
+                getattr(regularizer, "l1", 0.0)
+                if not isinstance(regularizer, L2)
+                else 0.0
+            )
+            l2 = getattr(regularizer, "l2", 0.0)
+            value = l1 * np.sum(np.abs(w)) + l2 * np.sum(w**2)
+            return value, l1 * np.sign(w) + 2.0 * l2 * w
+        if isinstance(regularizer, ExpAbs):
+            limit = 10.0 if dtype == "float16" else 40.0
+            u = np.abs(w) / regularizer.scale
+            saturated = np.minimum(u, _EXP_ABS_SATURATION)
+            exact = np.minimum(saturated, limit)
+            terms = np.expm1(exact) + math.exp(limit) * (saturated - exact)
+            slope = np.where(u < _EXP_ABS_SATURATION, np.exp(exact), 0.0)
+            strength = regularizer.strength
+            return strength * np.sum(terms), (
+                strength / regularizer.scale * np.sign(w) * slope
+            )
+        axis = regularizer.axis
+        group_axes = axis if isinstance(axis, tuple) else (axis,)
+        group_axes = {a % w.ndim for a in group_axes}
+        reduce = tuple(i for i in range(w.ndim) if i not in group_axes)
+        size = math.prod(w.shape[i] for i in reduce)
+        weight = regularizer.strength * math.sqrt(size)
+        norms, directions = _norms64(w, reduce)
+        return weight * np.sum(norms), weight * directions
+
+
+_TOLERANCE = {"float16": 4e-3, "bfloat16": 3e-2, "float32": 2e-5}
+
+
+def _assert_matches(actual, expected, dtype, floor, what):
+    """`actual` is finite and close to `expected` where `expected` fits."""
+    expected = np.asarray(expected, dtype="float64")
+    actual = np.asarray(actual, dtype="float64")
+    fits = np.abs(expected) <= _largest(dtype) / 2
+    assert np.all(np.isfinite(actual[fits])), what
+    np.testing.assert_allclose(
+        actual[fits],
+        expected[fits],
+        rtol=_TOLERANCE.get(dtype, 1e-9),
+        atol=floor,
+        err_msg=what,
+    )
+
+
+def _regularizers():
+    from hypothesis import strategies as st
+
+    strengths = st.floats(1e-6, 1e2)
+    return st.one_of(
+        st.builds(L1, strengths),
+        st.builds(L2, strengths),
+        st.builds(ElasticNet, strengths, strengths),
+        st.builds(ExpAbs, strengths, st.floats(1e-3, 1e3)),
+        st.builds(GroupLasso, strengths, st.sampled_from([-1, 0])),
+    )
+
+
+def _weight_tensors():
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    @st.composite
+    def tensors(draw):
+        dtype = draw(st.sampled_from(_DTYPES))
+        shape = draw(st.sampled_from([(5,), (3, 4), (2, 3, 2)]))
+        storage = "float64" if dtype == "float64" else "float32"
+        width = {"float16": 16, "float64": 64}.get(dtype, 32)
+        largest = _largest(dtype)
+        special = st.sampled_from(
+            [0.0, largest, -largest, _smallest_normal(dtype) / 8, 1e-30, 1.0]
+        )
+        ordinary = st.floats(
+            -largest, largest, width=width, allow_subnormal=True
+        )
+        values = draw(
+            hnp.arrays(storage, shape, elements=st.one_of(ordinary, special))
+        )
+        return dtype, values
+
+    return tensors()
+
+
+def _property_test(test):
+    """`test` over 60 fixed (derandomized) examples.
+
+    `REGKIT_EXAMPLES=N` in the environment runs N random ones instead, to
+    search harder by hand.
+    """
+    from hypothesis import HealthCheck, given, settings
+
+    return settings(
+        max_examples=int(os.environ.get("REGKIT_EXAMPLES", 60)),
+        deadline=None,
+        derandomize=not os.environ.get("REGKIT_EXAMPLES"),
+        suppress_health_check=[HealthCheck.too_slow],
+    )(given(_regularizers(), _weight_tensors())(test))
+
+
+@pytest.mark.slow
+@_property_test
+def test_penalty_and_gradient_are_finite_and_match_numpy(regularizer, tensor):
+    dtype, values = tensor
+    if keras.backend.backend() == "jax" and dtype == "float64":
+        return  # JAX computes in float32 unless x64 is enabled
+    w, value, grad = value_and_gradient_in(regularizer, values, dtype)
+    if not np.all(np.isfinite(w)):
+        return  # the value rounded past the dtype's largest (bfloat16)
+    result_dtype = "float64" if dtype == "float64" else "float32"
+    # Below a thousand times the smallest normal number of the dtype
+    # computed in, a result counts as zero: kernels that flush subnormals
+    # to zero lose that much.
+    floor = 1e3 * _smallest_normal(result_dtype)
+    expected_value, expected_grad = _reference(regularizer, w, dtype)
+    if keras.backend.backend() != "torch":
+        # TensorFlow's and XLA's CPU kernels may compute with subnormals
+        # as zeros (flush to zero): either reference is then right.
+        flushed = np.where(np.abs(w) < _smallest_normal(result_dtype), 0, w)
+        flushed_value, flushed_grad = _reference(regularizer, flushed, dtype)
+        if not np.isclose(value, expected_value, rtol=1e-3, atol=0):
+            expected_value = flushed_value
+        close = np.isclose(grad, expected_grad, rtol=3e-2, atol=0)
+        expected_grad = np.where(close, expected_grad, flushed_grad)
+    _assert_matches(
+        value,
+        expected_value,
+        result_dtype,
+        floor,
+        f"penalty of {regularizer!r} at {w!r}",
+    )
+    _assert_matches(
+        grad,
+        expected_grad,
+        dtype,
+        max(floor, _smallest_normal(dtype)),
+        f"gradient of {regularizer!r} at {w!r}",
+    )
