@@ -21,6 +21,7 @@ Conventions shared by all of them:
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regkit import _kernels, _proximal, _validation
@@ -84,10 +85,19 @@ def _with_gradient(value_and_gradient, x):
     return penalty(x)
 
 
-def _prox_input(w, step):
+def _checked_step(step):
+    """`step` checked: numbers and numpy scalars here, tensors by the caller.
+
+    A numpy scalar or array has a `shape` as tensors do, but is the user's
+    number: it is checked like a Python one (and comes back as a float).
+    """
+    if isinstance(step, (np.generic, np.ndarray)) or not hasattr(step, "shape"):
+        return _validation.non_negative_float("step", step)
+    return step
+
+
+def _prox_input(w):
     """`w` as a tensor to take a proximal step on, and its original dtype."""
-    if not hasattr(step, "shape"):  # tensors are checked by the caller
-        _validation.non_negative_float("step", step)
     w = _read(w)
     return _penalty_input(w), w.dtype
 
@@ -149,7 +159,8 @@ class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
             A tensor of `w`'s shape and dtype (half-precision weights are
             computed in float32 and cast back).
         """
-        x, dtype = _prox_input(w, step)
+        step = _checked_step(step)
+        x, dtype = _prox_input(w)
         if _is_zero_step(step):
             return _read(w)
         return ops.cast(self._prox(x, step), dtype)
@@ -489,7 +500,8 @@ class ExpAbs(_Penalty):
         >>> np.round(keras.ops.convert_to_numpy(shrunk), 4)
         array([ 0.    , -0.3571,  1.5356], dtype=float32)
         """
-        x, dtype = _prox_input(w, step)
+        step = _checked_step(step)
+        x, dtype = _prox_input(w)
         if _is_zero_step(step):
             return _read(w)
         limit = self.exact_limit(dtype)

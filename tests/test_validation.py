@@ -263,3 +263,277 @@ ROWS += [
 def test_bad_input_raises_a_clear_error(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def _hyper_model(**kwargs):
+    from keras_regkit.tuning import RegularizedHyperModel
+
+    return RegularizedHyperModel(_model, **kwargs)
+
+
+def _tuning():
+    from keras_regkit import tuning  # imports keras-tuner
+
+    return tuning
+
+
+def _hp():
+    import keras_tuner
+
+    return keras_tuner.HyperParameters()
+
+
+def _bad_flags(call, name):
+    """Rows for an argument that must be True or False, nothing else."""
+    expected = r"Expected a bool \(True or False\)\. "
+    return [
+        (
+            lambda: call("False"),
+            TypeError,
+            rf"`{name}`.*Received: {name}='False'",
+        ),
+        (lambda: call(1), TypeError, rf"{expected}Received: {name}=1$"),
+        (lambda: call(0), TypeError, rf"Received: {name}=0$"),
+        (lambda: call(None), TypeError, rf"Received: {name}=None"),
+    ]
+
+
+def _bad_verbosity(call):
+    return [
+        (
+            lambda: call("loud"),
+            ValueError,
+            r"`verbose`.*Received: verbose='loud'",
+        ),
+        (lambda: call(2), ValueError, r"0 or 1\. Received: verbose=2"),
+        (lambda: call(-1), ValueError, r"Received: verbose=-1"),
+        (lambda: call(None), ValueError, r"Received: verbose=None"),
+        (lambda: call(True), ValueError, r"Received: verbose=True"),
+    ]
+
+
+def _bad_optional_numbers(call, name):
+    """Rows for an argument that is None or a number, never NaN."""
+    return [
+        (
+            lambda: call(float("nan")),
+            ValueError,
+            rf"`{name}`.*not NaN\. Received: {name}=nan",
+        ),
+        (
+            lambda: call(np.float32("nan")),
+            ValueError,
+            rf"Received: {name}=.*nan",
+        ),
+        (lambda: call("1"), TypeError, rf"Received: {name}='1'"),
+        (lambda: call(True), TypeError, rf"Received: {name}=True"),
+    ]
+
+
+def _early_stopping(**kwargs):
+    from keras_regkit.callbacks import EarlyStopping
+
+    return EarlyStopping(**kwargs)
+
+
+def _weight_shrinkage(**kwargs):
+    from keras_regkit.callbacks import WeightShrinkage
+
+    return WeightShrinkage(**{"method": "scale", **kwargs})
+
+
+ROWS += [
+    # ExpAbs: arguments for which its finiteness promise cannot hold.
+    (
+        lambda: ExpAbs(0.01, scale=1e-30),
+        ValueError,
+        r"largest slope.*overflows float32.*Received: strength=0\.01, "
+        r"scale=1e-30",
+    ),
+    (
+        lambda: ExpAbs(strength=1e10),
+        ValueError,
+        r"`strength`.*saturation point.*Received: strength=10000000000\.0",
+    ),
+    # EarlyStopping: every argument.
+    (lambda: _early_stopping(monitor=None), TypeError, r"monitor=None"),
+    (
+        lambda: _early_stopping(min_delta=float("inf")),
+        ValueError,
+        r"`min_delta`.*finite number.*Received: min_delta=inf",
+    ),
+    (lambda: _early_stopping(min_delta=None), TypeError, r"min_delta=None"),
+    (lambda: _early_stopping(min_delta="0"), TypeError, r"min_delta='0'"),
+    (lambda: _early_stopping(patience=None), TypeError, r"patience=None"),
+    (lambda: _early_stopping(patience=True), TypeError, r"patience=True"),
+    *_bad_verbosity(lambda v: _early_stopping(verbose=v)),
+    (lambda: _early_stopping(mode=None), ValueError, r"`mode`.*mode=None"),
+    *_bad_optional_numbers(lambda v: _early_stopping(baseline=v), "baseline"),
+    *_bad_flags(
+        lambda v: _early_stopping(restore_best_weights=v),
+        "restore_best_weights",
+    ),
+    (
+        lambda: _early_stopping(start_from_epoch=1.5),
+        TypeError,
+        r"start_from_epoch=1\.5",
+    ),
+    *_bad_flags(lambda v: _early_stopping(check_finite=v), "check_finite"),
+    *_bad_optional_numbers(
+        lambda v: _early_stopping(stopping_threshold=v), "stopping_threshold"
+    ),
+    *_bad_optional_numbers(
+        lambda v: _early_stopping(divergence_threshold=v),
+        "divergence_threshold",
+    ),
+    *_bad_flags(lambda v: _early_stopping(strict=v), "strict"),
+    (
+        lambda: _early_stopping(criterion="gl", alpha=float("nan")),
+        ValueError,
+        r"`alpha`.*Received: alpha=nan",
+    ),
+    (
+        lambda: _early_stopping(criterion="pq", alpha=1.0, strip_length=2.0),
+        TypeError,
+        r"strip_length=2\.0",
+    ),
+    (
+        lambda: _early_stopping(criterion="pq", alpha=1.0, training_key=None),
+        TypeError,
+        r"`training_key`.*Received: training_key=None",
+    ),
+    # WeightShrinkage checks shrink's options when it is built.
+    *_bad_flags(lambda v: _weight_shrinkage(bias=v), "bias"),
+    *_bad_flags(lambda v: _weight_shrinkage(proximal=v), "proximal"),
+    *_bad_verbosity(lambda v: _weight_shrinkage(verbose=v)),
+    (
+        lambda: _weight_shrinkage(tolerance=float("nan")),
+        ValueError,
+        r"`tolerance`.*Received: tolerance=nan",
+    ),
+    (
+        lambda: _weight_shrinkage(batch_size=0),
+        ValueError,
+        r"`batch_size`.*Received: batch_size=0",
+    ),
+    (
+        lambda: _weight_shrinkage(finetune_epochs=True),
+        TypeError,
+        r"finetune_epochs=True",
+    ),
+    (
+        lambda: _weight_shrinkage(monitor=3),
+        TypeError,
+        r"`monitor`.*Received: monitor=3",
+    ),
+    (
+        lambda: _weight_shrinkage(levels=[float("nan")]),
+        ValueError,
+        r"`levels`.*Received: levels=nan",
+    ),
+    (
+        lambda: _weight_shrinkage(validation_data=(1, 2, 3, 4)),
+        ValueError,
+        r"`validation_data`.*tuple of length 4",
+    ),
+    (
+        lambda: _weight_shrinkage(method="prune", prune_scope=None),
+        ValueError,
+        r"`prune_scope`.*Received: prune_scope=None",
+    ),
+    # The keras-tuner integration.
+    *_bad_flags(lambda v: _hyper_model(per_layer=v), "per_layer"),
+    *_bad_flags(lambda v: _hyper_model(tunable=v), "tunable"),
+    (
+        lambda: _hyper_model(min_value=float("nan")),
+        ValueError,
+        r"`min_value`.*Received: min_value=nan",
+    ),
+    (
+        lambda: _hyper_model(early_stopping="yes"),
+        TypeError,
+        r"`early_stopping`.*Received: early_stopping='yes'",
+    ),
+    (
+        lambda: _hyper_model(shrinkage=3),
+        TypeError,
+        r"`shrinkage`.*Received: shrinkage=3",
+    ),
+    (
+        lambda: _tuning().hp_dropout(_hp(), step=float("nan")),
+        ValueError,
+        r"`step`.*Received: step=nan",
+    ),
+    (
+        lambda: _tuning().hp_regularizer(_hp(), max_value=0.0),
+        ValueError,
+        r"`max_value`.*Received: max_value=0\.0",
+    ),
+    # Monte-Carlo prediction and the callbacks with few arguments.
+    (
+        lambda: keras_regkit.mc_predict(_model(), np.ones((2, 3)), samples=0),
+        ValueError,
+        r"`samples`.*Received: samples=0",
+    ),
+    (
+        lambda: keras_regkit.mc_predict(_model(), np.ones((2, 3)), samples=2.5),
+        TypeError,
+        r"`samples`.*Received: samples=2\.5",
+    ),
+    (
+        lambda: keras_regkit.mc_predict(
+            _model(), np.ones((2, 3)), batch_size=0
+        ),
+        ValueError,
+        r"`batch_size`.*Received: batch_size=0",
+    ),
+    (
+        lambda: keras_regkit.mc_predict(_model(), np.ones((2, 3)), seed=-1),
+        ValueError,
+        r"`seed`.*Received: seed=-1",
+    ),
+    (
+        lambda: keras_regkit.callbacks.RegularizationMonitor(
+            zero_tol=float("nan")
+        ),
+        ValueError,
+        r"`zero_tol`.*Received: zero_tol=nan",
+    ),
+    (
+        lambda: keras_regkit.callbacks.RegularizationMonitor(layers=3),
+        TypeError,
+        r"`layers`.*Received: layers=3",
+    ),
+    (
+        lambda: keras_regkit.callbacks.ProximalStep(layers=3.0),
+        TypeError,
+        r"`layers`.*Received: layers=3\.0",
+    ),
+    (
+        lambda: keras_regkit.callbacks.PenaltyScheduler(0.5),
+        TypeError,
+        r"`schedule`.*Received: schedule=0\.5",
+    ),
+    (
+        lambda: keras_regkit.callbacks.PenaltyScheduler(
+            lambda epoch: 1.0, verbose="yes"
+        ),
+        ValueError,
+        r"`verbose`.*Received: verbose='yes'",
+    ),
+]
+
+ROWS += [
+    # prox's step: numpy scalars and arrays are checked as numbers are.
+    *_bad_numbers(lambda v: L1(0.1).prox(np.ones(3), v), "step"),
+    (
+        lambda: L1(0.1).prox(np.ones(3), np.float64(-1.0)),
+        ValueError,
+        r"`step`.*Received: step=.*-1\.0",
+    ),
+    (
+        lambda: ExpAbs(0.1).prox(np.ones(3), np.float32("nan")),
+        ValueError,
+        r"`step`.*Received: step=.*nan",
+    ),
+]
