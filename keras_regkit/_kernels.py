@@ -57,27 +57,38 @@ def sum_of_magnitudes(x):
     return ops.sum(ops.abs(x))
 
 
-def scaled_sum_of_squares(x, factor):
-    """`factor * sum(x**2)`, overflowing only where the result does.
+def _scaled_sum(plain_sum, x, factor):
+    """`factor * plain_sum(x)`, overflowing only where the result does.
 
-    A factor below 1 goes inside the sum, as `sum((sqrt(factor) * x)**2)`:
-    `sum(x**2)` alone can overflow (float32 weights of 2e19 and more) while
-    `factor` times it still fits. At or above 1 it multiplies the sum,
-    which then overflows only if the result does.
+    `plain_sum(x)` alone can overflow (float32 weights summing past 3.4e38,
+    or squares of weights from 2e19) while `factor` times it still fits. At
+    or above 1 the factor multiplies the sum, which then overflows only if
+    the result does. Below 1 the terms are scaled first where the plain sum
+    overflows: on TensorFlow and JAX in a branch taken only then (the usual
+    path costs nothing more), on PyTorch, which runs eagerly and would
+    otherwise wait for the device to decide, always.
     """
     if factor >= 1.0:
-        return factor * sum_of_squares(x)
-    return sum_of_squares(x * math.sqrt(factor))
+        return factor * plain_sum(x)
+    scale = math.sqrt(factor) if plain_sum is sum_of_squares else factor
+    if _BACKEND == "torch":
+        return plain_sum(x * scale)
+    total = plain_sum(x)
+    return ops.cond(
+        ops.isinf(total),
+        lambda: plain_sum(x * scale),
+        lambda: factor * total,
+    )
+
+
+def scaled_sum_of_squares(x, factor):
+    """`factor * sum(x**2)`, overflowing only where the result does."""
+    return _scaled_sum(sum_of_squares, x, factor)
 
 
 def scaled_sum_of_magnitudes(x, factor):
-    """`factor * sum(|x|)`, overflowing only where the result does.
-
-    As `scaled_sum_of_squares`: a factor below 1 scales the terms first.
-    """
-    if factor >= 1.0:
-        return factor * sum_of_magnitudes(x)
-    return sum_of_magnitudes(x * factor)
+    """`factor * sum(|x|)`, overflowing only where the result does."""
+    return _scaled_sum(sum_of_magnitudes, x, factor)
 
 
 @_fused
