@@ -399,9 +399,10 @@ def shrink(
 
     Cost. Without fine-tuning, each level costs one `evaluate` plus one pass
     over the selected weights: nothing is retraced or recompiled. Memory:
-    one copy of the model's weights (on their device), to restore them;
-    with fine-tuning, also one of the optimizer's state, and one more copy
-    of the weights per candidate level, to return to the chosen one.
+    one copy of the model's variables (its weights, seed states and
+    metrics' variables, on their device), to restore them; with
+    fine-tuning, also one of the optimizer's state, and one more copy of
+    the weights per candidate level, to return to the chosen one.
 
     Args:
         model: a compiled, trained `keras.Model`; changed in place.
