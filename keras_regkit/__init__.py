@@ -28,6 +28,7 @@ __version__ = "0.1.0.dev0"
 from keras_regkit import callbacks, layers, regularizers, schedules
 from keras_regkit.attach import penalties, regularize
 from keras_regkit.monte_carlo import mc_predict
+from keras_regkit.penalty_plan import PenaltyPlan
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
 from keras_regkit.shrinkage import shrink
 from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
@@ -38,6 +39,7 @@ __all__ = [
     "GroupLasso",
     "L1",
     "L2",
+    "PenaltyPlan",
     "ShrinkageReport",
     "ShrinkageRow",
     "__version__",

@@ -133,23 +133,41 @@ def seed(name, value):
 def noise_shape(name, value):
     """Checks a dropout noise shape: None, or a sequence of ints >= 1 or None.
 
+    Any iterable other than a string is taken, as by `keras.layers.Dropout`.
+    Every refusal is a `ValueError`, also as in Keras: a string, a value
+    that is not iterable, an entry that is not an integer or None, an entry
+    below 1.
+
     Returns None or a tuple (a list from a JSON config comes back as a tuple).
     """
     expected = "None or a tuple of positive integers and None entries"
     if value is None:
         return None
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(_invalid(name, expected, value))
-    for item in value:
+    entries = _entries(name, expected, value)
+    for item in entries:
         if item is None:
             continue
         if isinstance(item, (bool, np.bool_)) or not isinstance(
             item, numbers.Integral
         ):
-            raise TypeError(_invalid(name, expected, value))
+            raise ValueError(_invalid(name, expected, value))
         if item < 1:
             raise ValueError(_invalid(name, expected, value))
-    return tuple(None if item is None else int(item) for item in value)
+    return tuple(None if item is None else int(item) for item in entries)
+
+
+def _entries(name, expected, value):
+    """The entries of an iterable `value` as a tuple; a `ValueError` if none.
+
+    A string (or bytes) is refused although it is iterable: its characters
+    are no shape.
+    """
+    if isinstance(value, (str, bytes)):
+        raise ValueError(_invalid(name, expected, value))
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ValueError(_invalid(name, expected, value)) from None
 
 
 def optional_float(name, value):

@@ -15,7 +15,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_regkit import regularizers, selectors
+from keras_regkit import _saving, regularizers, selectors
 
 
 class _Unchanged:
@@ -190,6 +190,14 @@ def _assignments(matched, plans, explicit):
     return changes, set().union(*explicit) - reached
 
 
+def set_weight_penalty(layer, variable, penalty):
+    """Sets `penalty` on `variable` and on `layer`'s matching attribute."""
+    variable.regularizer = penalty
+    for role in _roles_of(layer):
+        if _variable(layer, role) is variable:
+            setattr(layer, _ROLES[role][0], penalty)
+
+
 def _assign(layer, role, penalty, frozen):
     attribute, _ = _ROLES[role]
     setattr(layer, attribute, penalty)
@@ -198,6 +206,34 @@ def _assign(layer, role, penalty, frozen):
         variable.regularizer = penalty
         if penalty is not None and not variable.trainable:
             frozen.append(variable.path)
+
+
+# How many layer paths a warning names before it says "and N more".
+_NAMED_IN_WARNINGS = 12
+
+
+def _warn_if_unsaved(model, changes):
+    """Warns once about the changed layers `model.save()` would not keep."""
+    settings = [(layer, _ROLES[role][0]) for layer, role, _ in changes]
+    unsaved = {id(layer) for layer in _saving.unsaved_layers(model, settings)}
+    if not unsaved:
+        return
+    paths = [
+        path for path, layer in selectors.walk(model) if id(layer) in unsaved
+    ]
+    named = ", ".join(paths[:_NAMED_IN_WARNINGS])
+    if len(paths) > _NAMED_IN_WARNINGS:
+        named += f" and {len(paths) - _NAMED_IN_WARNINGS} more"
+    warnings.warn(
+        f"The penalties set on {len(paths)} layers will not be saved with "
+        f"the model: {named}. Their parent layers (or the model) rebuild "
+        "them from arguments that carry no penalty, so `keras.saving."
+        "load_model` gives them back without it. To carry the penalties "
+        "across: `keras_regkit.PenaltyPlan.of(model).save(path)`, then "
+        "`keras_regkit.PenaltyPlan.load(path).apply(loaded_model)`.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def refresh_compiled_functions(model):
@@ -236,10 +272,13 @@ def regularize(
     penalty; arguments left out leave that weight as it is (biases are left
     alone unless asked). After the call the penalties appear in
     `model.losses`, count in the very next `fit` or `evaluate`, and are saved
-    with the model. Two cases are not saved, because Keras rebuilds those
-    layers from arguments `regularize` cannot reach: a subclassed model that
-    builds its layers in `__init__`, and the inner projections of
-    `MultiHeadAttention`. Apply the penalties again after loading there.
+    with the model, those of `MultiHeadAttention`'s projections included
+    (when they share one penalty, it becomes the layer's own
+    `kernel_regularizer`). Where Keras cannot save them, because a layer
+    rebuilds its sublayers from arguments that take no penalty (KerasHub's
+    transformer layers and backbones, subclassed models that build their
+    layers in `__init__`), a warning names those layers; carry the
+    penalties across with a `keras_regkit.PenaltyPlan`.
 
     Penalties are set on trainable and frozen weights alike, but Keras counts
     only trainable ones; a warning says when a chosen weight is frozen.
@@ -320,6 +359,7 @@ def regularize(
     frozen = []
     for layer, role, penalty in changes:
         _assign(layer, role, penalty, frozen)
+    _warn_if_unsaved(model, changes)
     if frozen:
         warnings.warn(
             "Penalties were set on frozen (non-trainable) weights, which "
@@ -358,20 +398,34 @@ def penalties(model):
     {'dense': {'kernel': 3.0}}
     """
     selectors.check_model(model)
+    found = {}
+    for path, _, variable in owned_weights(model):
+        if variable.trainable and variable.regularizer is not None:
+            value = ops.convert_to_numpy(variable.regularizer(variable))
+            found.setdefault(path, {})[variable.name] = float(value)
+    return found
+
+
+def owned_weights(model):
+    """Every weight of `model` with the path of the layer that owns it.
+
+    A weight is credited to the innermost layer that holds it, once.
+
+    Returns:
+        A list of `(layer_path, layer, variable)` in layer order.
+    """
     owners = selectors.walk(model)
     claimed = set()
-    found = {}
+    found = []
     # Children come after their parents in `walk` order: going backwards,
     # each variable is credited to the innermost layer that holds it.
     for path, layer in reversed(owners):
-        for variable in layer.trainable_weights:
-            if id(variable) in claimed or variable.regularizer is None:
-                continue
-            claimed.add(id(variable))
-            value = ops.convert_to_numpy(variable.regularizer(variable))
-            found.setdefault(path, {})[variable.name] = float(value)
+        for variable in layer.weights:
+            if id(variable) not in claimed:
+                claimed.add(id(variable))
+                found.append((path, layer, variable))
     order = {path: i for i, (path, _) in enumerate(owners)}
-    return dict(sorted(found.items(), key=lambda item: order[item[0]]))
+    return sorted(found, key=lambda item: order[item[0]])
 
 
 def selected_weights(model, layers=None, bias=False):

@@ -2,17 +2,14 @@
 
 import contextlib
 import math
+import warnings
 import weakref
 
 import keras
 import numpy as np
 
-from keras_regkit import _validation, selectors
-from keras_regkit.layers._stochastic import (
-    CannotTile,
-    MonteCarloDraw,
-    StochasticLayer,
-)
+from keras_regkit import _sampling, _validation, selectors
+from keras_regkit.layers._stochastic import StochasticLayer
 
 # How much a forward pass may hold when `batch_size` is not given: the
 # number of activation values summed over every layer's output, for all the
@@ -34,27 +31,31 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     Monte-Carlo dropout (Gal and Ghahramani, "Dropout as a Bayesian
     approximation", ICML 2016): with dropout left on at inference, the
     spread of the predictions over many passes estimates the model's
-    uncertainty. Every `keras_regkit.layers.Dropout` and `DropPath` in the
-    model drops units during these passes, whether or not it was built with
-    `mc=True`; everything else runs in inference mode (`training=False`:
-    batch normalization uses its moving statistics, Keras's own `Dropout`
-    is off).
+    uncertainty. Every dropout layer of the model drops units during these
+    passes: `keras_regkit.layers.Dropout` and `DropPath` (with `mc=True` or
+    not), and Keras's own `Dropout`, `SpatialDropout1D/2D/3D`,
+    `GaussianDropout` and `AlphaDropout`, however deeply nested (the
+    attention dropout of `MultiHeadAttention`, the dropouts inside
+    `keras.applications` and KerasHub models). `GaussianNoise` is not
+    dropout and stays off: it adds noise to the inputs, a data augmentation,
+    rather than sampling the weights. Everything else runs in inference
+    mode (`training=False`: batch normalization uses its moving statistics).
 
     Rather than calling the model `samples` times, each forward pass stacks
     several copies of a chunk of rows, so the model sees one large batch.
     This assumes, as `predict` does, that the model treats the rows of a
-    batch independently at inference. In a `keras.Sequential` model whose
-    first stochastic layer is one of its own layers, the copies are made by
-    that layer: the deterministic layers before it run once per row, not
-    once per sample.
+    batch independently at inference. In a Sequential or Functional model
+    whose first stochastic layer is one of its own layers, everything before
+    that layer runs once per row, not once per sample: MobileNetV3's trunk
+    runs once, only its head is sampled.
 
-    The model is left exactly as it was: its weights, its layers' rates and
-    seed generator states, its compiled functions. The masks come from a
-    generator of their own, seeded by `seed`.
+    The model is left exactly as it was: its weights, its layers (their
+    rates, configs and seed generator states), its compiled functions. The
+    masks come from a generator of their own, seeded by `seed`.
 
     Args:
-        model: a Keras model containing at least one keras_regkit `Dropout`
-            or `DropPath` layer.
+        model: a Keras model containing at least one of the dropout layers
+            above with a rate above 0.
         x: the inputs, as `predict` takes them: an array, or a list or dict
             of arrays for a model with several inputs.
         samples: int >= 1, the number of stochastic passes.
@@ -76,11 +77,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
 
     >>> import keras, numpy as np
     >>> import keras_regkit
-    >>> from keras_regkit.layers import Dropout
     >>> model = keras.Sequential([
     ...     keras.Input((3,)),
     ...     keras.layers.Dense(16, activation="relu"),
-    ...     Dropout(0.5),
+    ...     keras.layers.Dropout(0.5),
     ...     keras.layers.Dense(1),
     ... ])
     >>> x = np.ones((5, 3), "float32")
@@ -99,76 +99,141 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     inputs = _as_numpy_inputs(x)
     leaves = keras.tree.flatten(inputs)
     rows = _row_count(leaves)
-    if batch_size is None:
-        batch_size = _default_batch_size(model, leaves)
-    copies = min(samples, batch_size)
-    chunk = max(1, batch_size // copies)
+    cut = _Cut.of(model, layers)
+    chunk, copies = _pass_sizes(model, cut, leaves, samples, batch_size)
 
-    sampler = _Sampler(model, layers, seed)
+    passes = _Passes.of(model, layers, cut)
+    generator = keras.random.SeedGenerator(seed)
     statistics = None
-    try:
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            rows_slice = slice(start, stop)
-            part = keras.tree.map_structure(
-                lambda a, rows_slice=rows_slice: a[rows_slice], inputs
+    for start in range(0, rows, chunk):
+        stop = min(start + chunk, rows)
+        part = keras.tree.map_structure(
+            lambda a, start=start, stop=stop: a[start:stop], inputs
+        )
+        trunk_outputs = passes.trunk(part)
+        moments = _Moments()
+        for done in range(0, samples, copies):
+            count = min(copies, samples - done)
+            outputs = passes.head(trunk_outputs, count, generator)
+            moments.add(
+                keras.tree.map_structure(
+                    lambda y, count=count: _split(
+                        keras.ops.convert_to_numpy(y), count
+                    ),
+                    outputs,
+                ),
+                count,
             )
-            moments = _Moments()
-            for done in range(0, samples, copies):
-                count = min(copies, samples - done)
-                moments.add(sampler(part, count), count)
-            if statistics is None:
-                statistics = _Results(moments, rows)
-            statistics.store(moments, start, stop)
-    finally:
-        sampler.switch_off()
+        if statistics is None:
+            statistics = _Results(moments, rows)
+        statistics.store(moments, start, stop)
     return statistics.mean, statistics.std
 
 
 def _stochastic_layers(model):
-    layers = [
-        layer
-        for _, layer in selectors.walk(model)
-        if isinstance(layer, StochasticLayer)
-    ]
+    walked = selectors.walk(model)
+    layers = [layer for _, layer in walked if _sampling.sampler(layer)]
+    unknown = _sampling.unknown_subclasses(layer for _, layer in walked)
+    if unknown:
+        names = ", ".join(layer.name for layer in unknown)
+        warnings.warn(
+            f"mc_predict leaves these layers off: {names}. They subclass a "
+            "Keras dropout layer but replace its `call`, so mc_predict "
+            "cannot tell how they sample.",
+            UserWarning,
+            stacklevel=3,
+        )
     if layers:
         return layers
-    keras_dropout = [
-        path
-        for path, layer in selectors.walk(model)
-        if isinstance(layer, keras.layers.Dropout)
-    ]
-    hint = ""
-    if keras_dropout:
-        hint = (
-            f" Its keras.layers.Dropout layers ({', '.join(keras_dropout)}) "
-            "are off at inference; use keras_regkit.layers.Dropout instead."
-        )
     raise ValueError(
-        "mc_predict needs a model with at least one keras_regkit "
-        "Dropout or DropPath layer; without one every pass gives the same "
-        f"prediction. Model {model.name!r} has none.{hint}"
+        "mc_predict needs a model with at least one dropout layer whose rate "
+        "is above 0 (keras_regkit's Dropout or DropPath; Keras's Dropout, "
+        "SpatialDropout1D/2D/3D, GaussianDropout or AlphaDropout, "
+        "MultiHeadAttention's dropout included): without one every pass "
+        f"gives the same prediction. Model {model.name!r} has none. "
+        "GaussianNoise does not count: it is a data augmentation."
     )
 
 
-def _first_layer_if_it_can_tile(model):
-    """The Sequential model's first stochastic layer, if it is its own.
+class _Cut:
+    """A model split before its first stochastic layer: trunk, then head.
 
-    Everything after a Sequential model's own layer sees only that layer's
-    output, so the layer can stack the copies itself. Not so when a
-    stochastic layer nested in a sub-model comes first.
+    In a Sequential or Functional model (one that runs its graph, not a
+    `call` of its own) whose first stochastic layer is one of its own
+    layers, the head is the graph from that layer's input to the model's
+    outputs and the trunk everything before. Both are Functional models
+    over the model's own layers: nothing is copied. There is no cut when
+    the head would need another tensor of the trunk (a residual connection
+    around the layer), a padding mask, or when a nested model holds the
+    first stochastic layer.
+
+    One cut is kept per model, while the model lives.
     """
-    if not isinstance(model, keras.Sequential):
-        return None
-    for layer in model.layers:
-        if isinstance(layer, StochasticLayer):
-            return layer
-        if any(
-            isinstance(inner, StochasticLayer)
-            for _, inner in selectors.walk(layer)
+
+    _by_model = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, model, layers):
+        if model in cls._by_model:
+            cut = cls._by_model[model]
+        else:
+            cut = cls._by_model[model] = cls._make(model, layers)
+        if cut is not None and cut.layer_ids != set(map(id, layers)):
+            return None
+        return cut
+
+    @classmethod
+    def _make(cls, model, layers):
+        if type(model).call.__qualname__ not in (
+            "Functional.call",
+            "Sequential.call",
         ):
             return None
+        first = _first_stochastic_layer(model, layers)
+        if first is None:
+            return None
+        try:
+            boundary = first.input  # raises for a layer called twice
+            inputs = _graph_inputs(model)
+            if _has_padding_mask(boundary):
+                return None
+            trunk = keras.Model(inputs, boundary)
+            head = keras.Model(boundary, model.outputs)
+        except (AttributeError, ValueError):
+            return None
+        head_layers = {id(layer) for _, layer in selectors.walk(head)}
+        if not set(map(id, layers)) <= head_layers:
+            return None
+        return cls(trunk, head, layers)
+
+    def __init__(self, trunk, head, layers):
+        self.trunk = trunk
+        self.head = head
+        self.layer_ids = set(map(id, layers))
+
+
+def _first_stochastic_layer(model, layers):
+    """The model's first own layer if it is stochastic, else None."""
+    stochastic = set(map(id, layers))
+    for layer in model.layers:
+        if id(layer) in stochastic:
+            return layer
+        if any(id(inner) in stochastic for _, inner in selectors.walk(layer)):
+            return None
     return None
+
+
+def _graph_inputs(model):
+    """The model's symbolic inputs, in the structure `x` comes in."""
+    if isinstance(model, keras.Sequential):  # no `input` of its own
+        (inputs,) = model.inputs
+        return inputs
+    return model.input
+
+
+def _has_padding_mask(tensor):
+    # Keras 3 keeps a symbolic tensor's padding mask in this attribute.
+    return getattr(tensor, "_keras_mask", None) is not None
 
 
 def _as_numpy_inputs(x):
@@ -198,22 +263,48 @@ def _row_size(shape):
     return math.prod(size for size in shape[1:] if size is not None)
 
 
-def _default_batch_size(model, leaves):
-    """Rows per pass so that all activations of a pass fit PASS_ELEMENTS."""
-    input_size = sum(_row_size(leaf.shape) for leaf in leaves)
-    output_size = 0
+def _activation_size(model):
+    """Values a row of `model`'s layers produces; 0 when they do not say."""
+    size = 0
     for _, layer in selectors.walk(model):
         try:
             outputs = layer.output
         except (AttributeError, ValueError):
             continue
-        output_size += sum(
+        size += sum(
             _row_size(tensor.shape) for tensor in keras.tree.flatten(outputs)
         )
-    if output_size == 0:
-        output_size = _UNKNOWN_MODEL_FACTOR * input_size
-    budget = PASS_ELEMENTS.get(keras.backend.backend(), DEFAULT_PASS_ELEMENTS)
-    return max(1, budget // max(1, input_size + output_size))
+    return size
+
+
+def _pass_sizes(model, cut, leaves, samples, batch_size):
+    """`(chunk, copies)`: rows per trunk pass, copies per head pass.
+
+    A head pass holds `copies` copies of `chunk` rows: at most `batch_size`
+    rows, or by default as many as keep its activations within the budget;
+    a trunk pass holds `chunk` rows, within the same bounds.
+    """
+    input_size = sum(_row_size(leaf.shape) for leaf in leaves)
+    if cut is None:
+        trunk_size = 0
+        head_size = _activation_size(model) or (
+            _UNKNOWN_MODEL_FACTOR * input_size
+        )
+        head_size += input_size
+    else:
+        trunk_size = input_size + _activation_size(cut.trunk)
+        head_size = _activation_size(cut.head)
+    if batch_size is None:
+        budget = PASS_ELEMENTS.get(
+            keras.backend.backend(), DEFAULT_PASS_ELEMENTS
+        )
+        head_rows = max(1, budget // max(1, head_size))
+        trunk_rows = max(1, budget // max(1, trunk_size))
+    else:
+        head_rows = trunk_rows = batch_size
+    copies = min(samples, head_rows)
+    chunk = max(1, min(trunk_rows, head_rows // copies))
+    return chunk, copies
 
 
 def _no_gradient_tape():
@@ -225,112 +316,121 @@ def _no_gradient_tape():
     return contextlib.nullcontext()
 
 
-class _Sampler:
-    """Runs the model with its stochastic layers switched to sampling.
+def _tile(structure, count):
+    """`count` copies of the rows of every tensor, one after the other."""
+    return keras.tree.map_structure(
+        lambda a: keras.ops.tile(a, (count,) + (1,) * (len(a.shape) - 1)),
+        structure,
+    )
 
-    Each call makes `count` passes over some rows at once, with masks drawn
-    from a generator of its own. On JAX, whose eager calls dispatch one
-    small kernel at a time, the passes run through one compiled function,
-    kept from one `mc_predict` call to the next.
+
+class _Passes:
+    """A model's passes: `trunk(rows)` once, then `head(...)` per samples.
+
+    `head(trunk_outputs, count, generator)` runs `count` stochastic passes
+    at once over stacked copies of the trunk's outputs, drawing the masks
+    from `generator`, and returns outputs shaped (count * rows, ...).
+    Eager calls on TensorFlow and PyTorch; on JAX, whose eager calls
+    dispatch one small kernel at a time, see `_JaxPasses`.
     """
 
-    def __init__(self, model, layers, seed):
+    @staticmethod
+    def of(model, layers, cut):
+        if keras.backend.backend() == "jax" and model.built:
+            return _JaxPasses.of(model, layers, cut)
+        return _Passes(model, layers, cut)
+
+    def __init__(self, model, layers, cut):
         self.model = model
         self.layers = layers
-        self.tiling_layer = _first_layer_if_it_can_tile(model)
-        self.generator = keras.random.SeedGenerator(seed)
-        self._compiled = None
-        if keras.backend.backend() == "jax" and model.built:
-            self._compiled = _JaxPasses.of(model, layers, self.tiling_layer)
-            self._values = self._compiled.current_values()
+        self.cut = cut
 
-    def __call__(self, part, count):
-        """Outputs of `count` passes over `part`, shaped (count, rows, ...)."""
-        try:
-            outputs = self._run(part, count, self.tiling_layer)
-        except CannotTile:
-            self.tiling_layer = None
-            outputs = self._run(part, count, None)
-        return keras.tree.map_structure(
-            lambda y: _split(keras.ops.convert_to_numpy(y), count), outputs
-        )
-
-    def _run(self, part, count, tiling_layer):
-        if tiling_layer is None:
-            part = keras.tree.map_structure(
-                lambda a: np.tile(a, (count,) + (1,) * (a.ndim - 1)), part
-            )
-        if self._compiled is not None:
-            state = self.generator.state
-            outputs, seed_value = self._compiled.run(
-                self._values, state.value, part, count, tiling_layer is not None
-            )
-            state.assign(seed_value)
-            return outputs
-        _switch_on(self.layers, self.generator, count, tiling_layer)
+    def trunk(self, rows):
+        if self.cut is None:
+            return rows
         with _no_gradient_tape():
-            return self.model(part, training=False)
+            return self.cut.trunk(rows, training=False)
 
-    def switch_off(self):
-        for layer in self.layers:
-            layer._monte_carlo = None
-
-
-def _switch_on(layers, generator, count, tiling_layer):
-    """Puts `layers` in sampling mode; `tiling_layer` makes the copies."""
-    draw = MonteCarloDraw(generator, count)
-    for layer in layers:
-        layer._monte_carlo = draw
-    if tiling_layer is not None:
-        tiling_layer._monte_carlo = MonteCarloDraw(generator, count, tile=True)
+    def head(self, trunk_outputs, count, generator):
+        network = self.model if self.cut is None else self.cut.head
+        draw = _sampling.Draw(generator, count)
+        with _no_gradient_tape(), _sampling.switched_on(self.layers, draw):
+            return network(_tile(trunk_outputs, count), training=False)
 
 
 class _JaxPasses:
-    """A model's sampling passes as one jitted, stateless JAX function.
+    """The passes of `_Passes` as jitted, stateless JAX functions.
 
-    `run(values, seed_value, inputs, count, tile)` takes the values of the
-    model's variables and of a seed generator's state, and returns the
-    outputs and the generator's next state. One instance is kept per model
-    (while the model lives and its variables stay the same), so that JAX's
+    They take the values of the model's variables (and of the generator's
+    state) as arguments. One instance is kept per model (while the model
+    lives and its variables, layers and rates stay the same), so that JAX's
     compilation cache serves later `mc_predict` calls.
     """
 
     _by_model = weakref.WeakKeyDictionary()
 
     @classmethod
-    def of(cls, model, layers, tiling_layer):
+    def of(cls, model, layers, cut):
         variables = [*model.trainable_variables, *model.non_trainable_variables]
-        key = (tuple(map(id, variables)), tuple(map(id, layers)))
+        # Keras's layers keep their rates as Python floats: traced as
+        # constants, so a change needs a new trace.
+        key = (
+            tuple(map(id, variables)),
+            tuple(map(id, layers)),
+            tuple(_traced_rate(layer) for layer in layers),
+            id(cut),
+        )
         passes = cls._by_model.get(model)
         if passes is None or passes.key != key:
-            passes = cls(model, layers, tiling_layer, variables, key)
+            passes = cls(model, layers, cut, variables, key)
             cls._by_model[model] = passes
         return passes
 
-    def __init__(self, model, layers, tiling_layer, variables, key):
+    def __init__(self, model, layers, cut, variables, key):
         import jax
 
         self.key = key
         self.variables = variables
-        # The traced function routes the seed through this generator's
-        # state; each call passes in the value of its own generator.
+        # The traced head routes the seed through this generator's state;
+        # each call passes in the value of its caller's generator.
         seed_slot = keras.random.SeedGenerator(0)
-        model_ref = weakref.ref(model)  # the cache must not keep it alive
+        eager = _Passes(weakref.proxy(model), layers, cut)
 
-        def run(values, seed_value, inputs, count, tile):
+        def trunk(values, rows):
+            mapping = [*zip(variables, values, strict=True)]
+            with keras.StatelessScope(state_mapping=mapping):
+                return eager.trunk(rows)
+
+        def head(values, seed_value, trunk_outputs, count):
             mapping = [*zip(variables, values, strict=True)]
             mapping.append((seed_slot.state, seed_value))
             with keras.StatelessScope(state_mapping=mapping) as scope:
-                _switch_on(
-                    layers, seed_slot, count, tiling_layer if tile else None
-                )
-                outputs = model_ref()(inputs, training=False)
+                outputs = eager.head(trunk_outputs, count, seed_slot)
                 return outputs, scope.get_current_value(seed_slot.state)
 
-        self.run = jax.jit(run, static_argnums=(3, 4))
+        self._trunk = jax.jit(trunk) if cut is not None else None
+        self._head = jax.jit(head, static_argnums=(3,))
 
-    def current_values(self):
+    def _values(self):
         return [variable.value for variable in self.variables]
+
+    def trunk(self, rows):
+        if self._trunk is None:
+            return rows
+        return self._trunk(self._values(), rows)
+
+    def head(self, trunk_outputs, count, generator):
+        state = generator.state
+        outputs, seed_value = self._head(
+            self._values(), state.value, trunk_outputs, count
+        )
+        state.assign(seed_value)
+        return outputs
+
+
+def _traced_rate(layer):
+    """A Keras layer's rate; ours read theirs from a variable, not traced."""
+    return None if isinstance(layer, StochasticLayer) else layer.rate
 
 
 def _split(array, count):

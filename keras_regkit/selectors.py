@@ -35,7 +35,7 @@ import inspect
 import keras
 
 
-def _sublayers(layer):
+def sublayers(layer):
     """The layers directly inside `layer`, in the order Keras tracks them."""
     if isinstance(layer, keras.Model):
         return list(layer.layers)
@@ -57,7 +57,7 @@ def _walk_with_ancestors(root):
     seen = {id(root)}
 
     def visit(layer, prefix, ancestors):
-        for child in _sublayers(layer):
+        for child in sublayers(layer):
             if id(child) in seen or isinstance(child, keras.layers.InputLayer):
                 continue
             seen.add(id(child))

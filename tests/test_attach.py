@@ -4,7 +4,9 @@ Penalties are compared with numpy references computed from the weights, and
 every model is tiny so that the file runs in seconds on each backend.
 """
 
+import contextlib
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -156,6 +158,13 @@ MODEL_KINDS = {
         ("encoder/dense_in", "encoder/dense_hidden", "dense_out"),
     ),
 }
+
+
+def _unsaved_warning_if(condition):
+    """A subclassed model builds its layers itself: Keras saves no penalty."""
+    if condition:
+        return pytest.warns(UserWarning, match="will not be saved")
+    return contextlib.nullcontext()
 
 
 # --- what `regularize` changes ------------------------------------------
@@ -515,10 +524,14 @@ def test_model_kinds(kind):
     build, paths = MODEL_KINDS[kind]
     model = build()
     before = _weights(model)
-    regularize(
-        model,
-        rules={paths[0]: L1(0.5), "*": {"kernel": L2(0.25), "bias": L1(0.1)}},
-    )
+    with _unsaved_warning_if(kind == "subclassed"):
+        regularize(
+            model,
+            rules={
+                paths[0]: L1(0.5),
+                "*": {"kernel": L2(0.25), "bias": L1(0.1)},
+            },
+        )
     found = penalties(model)
     assert list(found) == list(paths)
     first = _layer(model, paths[0])
@@ -589,7 +602,8 @@ def test_penalty_counts_in_the_next_evaluate_and_fit(kind):
     np.testing.assert_array_equal(_numpy(first.kernel), kernel)
     loss_before = model.evaluate(x, y, batch_size=4, verbose=0)
 
-    regularize(model, kernel=L2(strength), layers=paths[0])
+    with _unsaved_warning_if(kind == "subclassed"):
+        regularize(model, kernel=L2(strength), layers=paths[0])
     loss_after = model.evaluate(x, y, batch_size=4, verbose=0)
     np.testing.assert_allclose(
         loss_after - loss_before, _l2(strength)(kernel), rtol=1e-5
@@ -843,3 +857,56 @@ def test_an_error_leaves_the_model_unchanged():
     assert model.losses == []
     assert _config_text(model) == config
     assert model.get_layer("dense_in").kernel_regularizer is None
+
+
+# --- what model.save() keeps ---------------------------------------------
+
+
+def _attention_model():
+    tokens = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(2, 4, name="attention")
+    outputs = keras.layers.Dense(1, name="head")(attention(tokens, tokens))
+    return keras.Model(tokens, outputs)
+
+
+def test_attention_projection_penalties_are_saved_in_the_attention_config():
+    model = _attention_model()
+    regularize(model, kernel=L2(1e-3), bias=L1(1e-2))
+    assert len(model.losses) == 10  # 4 kernels and 4 biases, and the head
+    config = model.get_layer("attention").get_config()
+    assert config["kernel_regularizer"]["config"] == {"l2": 1e-3}
+    assert config["bias_regularizer"]["config"] == {"l1": 1e-2}
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    assert penalties(rebuilt) == penalties(model)
+
+
+def test_attention_projections_with_different_penalties_warn():
+    model = _attention_model()
+    with pytest.warns(UserWarning, match=r"on 4 layers.*attention/query"):
+        regularize(model, rules={"*query*": L1(1e-3), "*": L2(1e-3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        regularize(model, kernel=L2(1e-3))  # one penalty again: saved
+
+
+def test_layers_built_from_arguments_warn_once_naming_them():
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(3, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    inputs = keras.Input((3,))
+    model = keras.Model(
+        inputs, keras.layers.Dense(1, name="head")(Block(name="block")(inputs))
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        regularize(model, kernel=L2(1e-3))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert "on 1 layers" in messages[0] and "block/inner" in messages[0]
+    assert "PenaltyPlan" in messages[0] and "head" not in messages[0]

@@ -25,6 +25,22 @@ def test_drops_whole_samples(shape):
     np.testing.assert_allclose(out[kept], x[kept] * 2, rtol=1e-6)
 
 
+def test_built_at_instantiation():
+    layer = DropPath(0.1)
+    assert layer.built
+    assert len(layer.variables) == 2  # seed state and rate, both there
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_inputs_without_a_batch_dimension_fail_at_every_call(training):
+    layer = DropPath(0.1)
+    layer(np.ones((2, 3), "float32"), training=training)  # fits
+    with pytest.raises(ValueError, match=r"needs inputs with a batch dim"):
+        layer(np.float32(1.0), training=training)
+    with pytest.raises(ValueError, match=r"Received inputs of shape \(\)"):
+        layer.compute_output_shape(())
+
+
 def _residual_block(rate):
     inputs = keras.Input((8,))
     branch = keras.layers.Dense(8, name="branch")(inputs)

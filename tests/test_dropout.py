@@ -95,6 +95,63 @@ def test_noise_shape_not_matching_the_input_fails_when_built(
         Dropout(0.5, noise_shape=noise_shape)(keras.Input((5, 3)))
 
 
+def test_built_at_instantiation_like_keras_dropout():
+    assert keras.layers.Dropout(0.5).built
+    layer = Dropout(0.5)
+    assert layer.built
+    assert len(layer.variables) == 2  # seed state and rate, both there
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_noise_shape_not_matching_an_eager_call_fails(training):
+    layer = Dropout(0.5, noise_shape=(None, 1, 4))
+    layer(np.ones((2, 3, 4), "float32"), training=training)  # fits
+    with pytest.raises(ValueError, match=r"Each entry must be None, 1 or"):
+        layer(np.ones((2, 3, 5), "float32"), training=training)
+    with pytest.raises(ValueError, match=r"one entry per input dimension"):
+        layer(np.ones((2, 4), "float32"), training=training)
+
+
+def test_noise_shape_not_matching_fails_in_a_sequential_model():
+    with pytest.raises(ValueError, match=r"one entry per input dimension"):
+        keras.Sequential([keras.Input((5, 3)), Dropout(0.5, (None, 1))])
+
+
+def test_a_subclass_with_its_own_build_is_built_by_keras():
+    class Scaled(Dropout):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(), initializer="ones")
+
+        def call(self, inputs, training=False):
+            return super().call(inputs, training=training) * self.scale
+
+    layer = Scaled(0.5)
+    assert not layer.built
+    out = layer(np.ones((2, 3), "float32"))
+    assert layer.built and len(layer.weights) == 1
+    np.testing.assert_allclose(ops.convert_to_numpy(out), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "noise_shape",
+    ["Invalid", (20, 1.5, 10), 4, (None, 0), (2, -1), ("a", 2)],
+)
+def test_bad_noise_shape_is_a_value_error_as_in_keras(noise_shape):
+    with pytest.raises(ValueError):
+        keras.layers.Dropout(0.5, noise_shape=noise_shape)
+    with pytest.raises(ValueError, match=r"Invalid value received for arg"):
+        Dropout(0.5, noise_shape=noise_shape)
+
+
+@pytest.mark.parametrize(
+    "noise_shape", [(None, 1), [None, 1], [2, None], range(1, 3), (1, 1)]
+)
+def test_noise_shapes_keras_takes_are_taken(noise_shape):
+    theirs = keras.layers.Dropout(0.5, noise_shape=noise_shape).noise_shape
+    ours = Dropout(0.5, noise_shape=noise_shape).noise_shape
+    assert isinstance(ours, tuple) and ours == tuple(theirs)
+
+
 def test_masks_pass_through_to_an_lstm():
     inputs = keras.Input((None,), dtype="int32")
     embedded = keras.layers.Embedding(10, 3, mask_zero=True)(inputs)

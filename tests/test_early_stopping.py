@@ -540,3 +540,163 @@ def test_best_weights_stay_readable_after_the_model_runs_again():
     model.evaluate(x, y, verbose=0)
     best = [keras.ops.convert_to_numpy(w) for w in stopper.best_weights]
     assert all(np.all(np.isfinite(w)) for w in best)
+
+
+class _KerasTestModel:
+    """The test double of Keras's own `early_stopping_test.py`.
+
+    It has no variables: its "weights" are an int, which the callback only
+    reads with `get_weights()` and puts back with `set_weights()`.
+    """
+
+    def __init__(self):
+        self.stop_training = False
+        self.weights = -1
+
+    def get_weights(self):
+        return self.weights
+
+    def set_weights(self, weights):
+        self.weights = weights
+
+    def set_weight_to_epoch(self, epoch):
+        self.weights = epoch
+
+
+class _ListModel(_KerasTestModel):
+    """A double whose weights are a list it changes in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = [1]
+
+    def set_weight_to_epoch(self, epoch):
+        self.weights[0] = epoch
+
+
+def drive_double(callback, losses, model, stop_at=None):
+    """Runs `callback` on a test double as Keras's own tests do.
+
+    `stop_at`: the epoch at which another callback stops training.
+    """
+    callback.set_model(model)
+    callback.on_train_begin()
+    ran = 0
+    for epoch, loss in enumerate(losses):
+        ran += 1
+        model.set_weight_to_epoch(epoch=epoch)
+        callback.on_epoch_end(epoch, logs={"val_loss": loss})
+        if epoch == stop_at:
+            model.stop_training = True
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return {
+        "epochs": ran,
+        "stopped_epoch": callback.stopped_epoch,
+        "best": callback.best,
+        "best_epoch": callback.best_epoch,
+        "wait": callback.wait,
+        "weights": copy.deepcopy(model.get_weights()),
+    }
+
+
+# Keras's test_early_stopping_final_weights_when_restoring_model_weights
+DOUBLE_SCENARIOS = {
+    "restores the best": (
+        dict(patience=2),
+        [0.2, 0.15, 0.1, 0.11, 0.12],
+        None,
+        {"epochs": 5, "weights": 2},
+    ),
+    "baseline never beaten": (
+        dict(patience=5, baseline=0.5),
+        [0.9, 0.8, 0.7, 0.71, 0.72, 0.73],
+        None,
+        {"epochs": 5, "weights": 2},
+    ),
+    "stopped by another callback": (
+        dict(patience=5, baseline=0.5),
+        [0.9, 0.8, 0.7, 0.71, 0.72, 0.73],
+        3,
+        {"epochs": 4, "weights": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DOUBLE_SCENARIOS))
+def test_restores_the_weights_of_a_model_with_only_get_set_weights(name):
+    kwargs, losses, stop_at, expected = DOUBLE_SCENARIOS[name]
+    kwargs = dict(monitor="val_loss", restore_best_weights=True, **kwargs)
+    theirs = drive_double(
+        keras.callbacks.EarlyStopping(**kwargs),
+        losses,
+        _KerasTestModel(),
+        stop_at,
+    )
+    ours = drive_double(
+        EarlyStopping(**kwargs), losses, _KerasTestModel(), stop_at
+    )
+    assert ours == theirs
+    assert (ours["epochs"], ours["weights"]) == (
+        expected["epochs"],
+        expected["weights"],
+    )
+
+
+@pytest.mark.parametrize("name", list(DOUBLE_SCENARIOS))
+def test_keeps_a_copy_of_what_get_weights_returns(name):
+    # Keras keeps the list itself, which the model then changes in place,
+    # and restores the last epoch's weights; a copy is kept here.
+    kwargs, losses, stop_at, expected = DOUBLE_SCENARIOS[name]
+    stopper = EarlyStopping(restore_best_weights=True, **kwargs)
+    ours = drive_double(stopper, losses, _ListModel(), stop_at)
+    assert ours["epochs"] == expected["epochs"]
+    assert ours["weights"] == [expected["weights"]]
+    assert stopper.best_weights == [expected["weights"]]
+    assert stopper.model.weights is not stopper.best_weights
+
+
+@pytest.mark.parametrize("restore_best_weights", [False, True])
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_patience_on_a_test_double_like_keras(patience, restore_best_weights):
+    # Keras's test_early_stopping_patience, on its model-less double
+    losses = [10.0, 9.0, 8.0, 9.0, 8.9, 8.8, 8.7, 8.6, 8.5]
+    kwargs = dict(
+        monitor="val_loss",
+        patience=patience,
+        restore_best_weights=restore_best_weights,
+    )
+    theirs = drive_double(
+        keras.callbacks.EarlyStopping(**kwargs), losses, _KerasTestModel()
+    )
+    ours = drive_double(EarlyStopping(**kwargs), losses, _KerasTestModel())
+    assert ours == theirs
+    assert ours["stopped_epoch"] == max(patience, 1) + 2
+    last = ours["stopped_epoch"]
+    assert ours["weights"] == (2 if restore_best_weights else last)
+
+
+@pytest.mark.parametrize("baseline", [0.85, 0.95])
+def test_baseline_beaten_on_a_test_double_like_keras(baseline):
+    # Beaten from epoch 1 on, where Keras does what it documents (see
+    # test_baseline_never_reached_stops_after_patience); the baseline that
+    # is never beaten is in DOUBLE_SCENARIOS.
+    losses = [0.9, 0.8, 0.7, 0.71, 0.72, 0.73, 0.74, 0.75]
+    for patience in range(4):
+        kwargs = dict(
+            patience=patience, baseline=baseline, restore_best_weights=True
+        )
+        theirs = drive_double(
+            keras.callbacks.EarlyStopping(**kwargs), losses, _KerasTestModel()
+        )
+        ours = drive_double(EarlyStopping(**kwargs), losses, _KerasTestModel())
+        assert ours == theirs, kwargs
+
+
+def test_best_weights_of_a_keras_model_stay_on_device():
+    stopper = EarlyStopping(monitor="val_loss", restore_best_weights=True)
+    drive(stopper, [1.0, 0.5, 0.7])
+    assert stopper.best_weights
+    assert all(keras.ops.is_tensor(w) for w in stopper.best_weights)
+    assert not any(isinstance(w, np.ndarray) for w in stopper.best_weights)

@@ -57,8 +57,20 @@ def _closed_form(x, rate, per_unit):
         (lambda: Dropout(0.3, noise_shape=(1, None)), True),  # shared rows
         (lambda: Dropout(0.3, noise_shape=(None, FEATURES)), True),
         (lambda: DropPath(0.3), False),
+        (lambda: keras.layers.Dropout(0.3), True),
+        (lambda: keras.layers.Dropout(0.3, noise_shape=(1, None)), True),
+        # multiplicative N(1, rate / (1 - rate)): the same variance
+        (lambda: keras.layers.GaussianDropout(0.3), True),
     ],
-    ids=["Dropout", "Dropout(shared mask)", "Dropout(int)", "DropPath"],
+    ids=[
+        "Dropout",
+        "Dropout(shared mask)",
+        "Dropout(int)",
+        "DropPath",
+        "keras.Dropout",
+        "keras.Dropout(shared mask)",
+        "keras.GaussianDropout",
+    ],
 )
 def test_matches_the_closed_form(make, per_unit, batch_size):
     samples = 3000
@@ -304,16 +316,191 @@ def test_one_sample_has_no_spread():
     np.testing.assert_array_equal(std, 0.0)
 
 
-def test_a_model_without_our_layers_is_refused():
+def test_alpha_dropout_matches_the_closed_form():
+    rate, samples = 0.2, 3000
+    x = _inputs()
+    mean, std = keras_regkit.mc_predict(
+        _linear_model(keras.layers.AlphaDropout(rate)), x, samples=samples
+    )
+    # dropped units take SELU's saturation value, then an affine map
+    alpha_p = -1.6732632423543772 * 1.0507009873554805
+    a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
+    b = -a * alpha_p * rate
+    w = _head_weights()[:, 0]
+    expected_mean = ((a * (x * (1 - rate) + alpha_p * rate) + b) * w).sum(1)
+    expected_var = a**2 * rate * (1 - rate) * ((w * (x - alpha_p)) ** 2).sum(1)
+    expected_std = np.sqrt(expected_var)[:, None]
+    np.testing.assert_allclose(
+        mean,
+        expected_mean[:, None],
+        atol=float(5 * expected_std.max() / samples**0.5),
+    )
+    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    "layer, shape, shared_axes",
+    [
+        (keras.layers.SpatialDropout1D(0.4), (6, FEATURES), (1,)),
+        (
+            keras.layers.SpatialDropout2D(0.4, data_format="channels_last"),
+            (3, 2, FEATURES),
+            (1, 2),
+        ),
+        (
+            keras.layers.SpatialDropout2D(0.4, data_format="channels_first"),
+            (FEATURES, 3, 2),
+            (2, 3),
+        ),
+        (keras.layers.SpatialDropout3D(0.4), (2, 2, 2, FEATURES), (1, 2, 3)),
+    ],
+    ids=["1D", "2D", "2D(channels_first)", "3D"],
+)
+def test_spatial_dropout_drops_whole_channels(layer, shape, shared_axes):
+    model = keras.Sequential([keras.Input(shape), layer])
+    x = np.ones((2, *shape), "float32")
+    samples = 2000
+    mean, std = keras_regkit.mc_predict(model, x, samples=samples, seed=0)
+    # each output is 0 or 1 / (1 - rate), the same over the shared axes
+    np.testing.assert_allclose(mean, 1.0, atol=5 * (2 / 3) / samples**0.5)
+    np.testing.assert_allclose(std, (0.4 / 0.6) ** 0.5, rtol=0.1)
+    passes = _one_pass_each(model, x, samples=1)
+    spread = np.ptp(passes, axis=shared_axes)
+    np.testing.assert_array_equal(spread, 0.0)
+
+
+def _one_pass_each(model, x, samples):
+    """The output of one sampling pass, as `mc_predict` makes it."""
+    mean, _ = keras_regkit.mc_predict(model, x, samples=samples, seed=5)
+    return mean
+
+
+def test_attention_dropout_of_multi_head_attention_samples():
+    tokens = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(2, 4, dropout=0.5, seed=1)
+    model = keras.Model(tokens, attention(tokens, tokens))
+    x = np.random.default_rng(0).normal(size=(3, 4, 8)).astype("float32")
+    mean, std = keras_regkit.mc_predict(model, x, samples=200, seed=0)
+    assert np.all(std > 0)
+    # the mean of unbiased dropout on the attention weights is the output
+    np.testing.assert_allclose(
+        mean, model.predict(x, verbose=0), atol=6 * std.max() / 200**0.5
+    )
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8)
+        self.drop = keras.layers.Dropout(0.5)
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x, training=False):
+        return self.out(self.drop(self.hidden(x), training=training))
+
+
+def test_keras_layers_in_subclassed_and_nested_models():
+    inner = keras.Sequential(
+        [keras.Input((FEATURES,)), keras.layers.Dropout(0.3)], name="inner"
+    )
+    head = keras.layers.Dense(1, use_bias=False)
+    inputs = keras.Input((FEATURES,))
+    nested = keras.Model(inputs, head(inner(inputs)))
+    head.set_weights([_head_weights()])
+    subclassed = _Subclassed()
+    x = _inputs()
+    subclassed(x)
+    samples = 3000
+    mean, std = keras_regkit.mc_predict(nested, x, samples=samples, seed=2)
+    expected_mean, expected_std = _closed_form(x, 0.3, True)
+    np.testing.assert_allclose(
+        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
+    )
+    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+    _, std = keras_regkit.mc_predict(subclassed, x, samples=20, seed=2)
+    assert np.all(std > 0)
+
+
+def _state_of(layers):
+    return [
+        (
+            dict(vars(layer)).keys(),
+            layer.get_config(),
+            [ops.convert_to_numpy(v).copy() for v in layer.variables],
+        )
+        for layer in layers
+    ]
+
+
+def test_keras_layers_are_left_exactly_as_they_were():
+    layers = [
+        keras.layers.Dropout(0.5, seed=2),
+        keras.layers.GaussianDropout(0.2, seed=3),
+        keras.layers.AlphaDropout(0.1, seed=4),
+    ]
+    model = keras.Sequential(
+        [keras.Input((FEATURES,)), *layers, keras.layers.Dense(2)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x = _inputs(rows=16)
+    model.fit(x, np.zeros((16, 2)), verbose=0)
+    model.predict(x, verbose=0)
+    before, predict_function = _state_of(layers), model.predict_function
+    keras_regkit.mc_predict(model, x, samples=10, seed=0)
+    for (keys, config, values), (keys2, config2, values2) in zip(
+        before, _state_of(layers), strict=True
+    ):
+        assert keys == keys2 and config == config2
+        for old, new in zip(values, values2, strict=True):
+            np.testing.assert_array_equal(old, new)
+    assert all("call" not in vars(layer) for layer in layers)
+    assert model.predict_function is predict_function
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+
+
+def test_functional_trunk_runs_once_per_row_unless_a_branch_skips_the_cut():
+    before, after = _RowCounter(), _RowCounter()
+    inputs = keras.Input((FEATURES,))
+    hidden = before(keras.layers.BatchNormalization()(inputs))
+    outputs = keras.layers.Dense(1)(after(keras.layers.Dropout(0.5)(hidden)))
+    model = keras.Model(inputs, outputs)
+    before.seen, after.seen = [], []
+    keras_regkit.mc_predict(model, _inputs(rows=10), samples=30)
+    assert (before.seen, after.seen) == ([10], [300])
+    # the head needs a tensor from before the dropout's input: no cut
+    normalized = keras.layers.BatchNormalization()(inputs)
+    dropped = keras.layers.Dropout(0.5)(before(normalized))
+    model = keras.Model(inputs, keras.layers.Add()([normalized, dropped]))
+    before.seen = []
+    mean, std = keras_regkit.mc_predict(model, _inputs(rows=10), samples=30)
+    assert before.seen == [300] and np.all(std > 0)
+
+
+def test_a_model_without_stochastic_layers_is_refused():
     model = keras.Sequential(
         [
             keras.Input((3,)),
-            keras.layers.Dropout(0.5, name="keras_drop"),
+            keras.layers.GaussianNoise(0.5),
+            keras.layers.Dropout(0.0),
             keras.layers.Dense(1),
         ]
     )
-    with pytest.raises(ValueError, match=r"keras_drop.*keras_regkit\.layers"):
+    with pytest.raises(ValueError, match=r"has none.*GaussianNoise"):
         keras_regkit.mc_predict(model, np.ones((2, 3)))
+
+
+class _OwnDropout(keras.layers.Dropout):
+    def call(self, inputs, training=False):
+        return inputs
+
+
+def test_a_dropout_subclass_with_its_own_call_is_left_off_with_a_warning():
+    model = _linear_model(_OwnDropout(0.5, name="own_dropout"))
+    with pytest.raises(ValueError, match="has none"):
+        with pytest.warns(UserWarning, match="own_dropout.*replace its `call`"):
+            keras_regkit.mc_predict(model, _inputs())
 
 
 @pytest.mark.parametrize(

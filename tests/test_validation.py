@@ -194,12 +194,22 @@ ROWS += [
     *_bad_seeds(lambda v: DropPath(0.5, seed=v)),
     (
         lambda: Dropout(0.5, noise_shape="abc"),
-        TypeError,
+        ValueError,
         r"`noise_shape`.*Received: noise_shape='abc'",
     ),
     (
+        lambda: Dropout(0.5, noise_shape="Invalid"),
+        ValueError,
+        r"`noise_shape`.*Received: noise_shape='Invalid'",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=b"ab"),
+        ValueError,
+        r"Received: noise_shape=b'ab'",
+    ),
+    (
         lambda: Dropout(0.5, noise_shape=4),
-        TypeError,
+        ValueError,
         r"Received: noise_shape=4",
     ),
     (
@@ -209,8 +219,18 @@ ROWS += [
     ),
     (
         lambda: Dropout(0.5, noise_shape=(None, 2.0)),
-        TypeError,
+        ValueError,
         r"Received: noise_shape=\(None, 2\.0\)",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=(20, 1.5, 10)),
+        ValueError,
+        r"`noise_shape`.*Received: noise_shape=\(20, 1\.5, 10\)",
+    ),
+    (
+        lambda: Dropout(0.5, noise_shape=[None, True]),
+        ValueError,
+        r"Received: noise_shape=\[None, True\]",
     ),
     (lambda: Dropout(0.5, mc=1), TypeError, r"`mc`.*bool.*Received: mc=1"),
     (lambda: DropPath(0.5, mc="yes"), TypeError, r"Received: mc='yes'"),
@@ -254,7 +274,7 @@ ROWS += [
     (
         lambda: keras_regkit.mc_predict(_model(), np.ones((2, 3))),
         ValueError,
-        r"mc_predict needs a model with at least one keras_regkit",
+        r"mc_predict needs a model with at least one dropout layer.*has none",
     ),
 ]
 

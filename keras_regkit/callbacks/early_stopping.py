@@ -1,5 +1,6 @@
 """Early stopping: Keras's callback, and what its users keep asking for."""
 
+import copy
 import math
 import warnings
 
@@ -79,7 +80,10 @@ class EarlyStopping(keras.callbacks.Callback):
     With `restore_best_weights=True` the best weights are copied where they
     live (`keras.ops.copy`, on the accelerator if there is one) rather than
     to host numpy arrays, one weight at a time over the previous copy: at
-    most one extra copy of the weights is held.
+    most one extra copy of the weights is held. Any other model, one that
+    only offers `get_weights()` and `set_weights()` (as Keras's callback
+    needs no more), has a copy of what `get_weights()` returns kept and
+    handed back to `set_weights()`.
 
     Example:
 
@@ -257,9 +261,7 @@ class EarlyStopping(keras.callbacks.Callback):
             return
         copied_now = False
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = _weights.copy_values(
-                self.model.weights, self.best_weights
-            )
+            self.best_weights = _snapshot(self.model, self.best_weights)
             self.best_epoch = epoch
             copied_now = True
         self.wait += 1
@@ -268,9 +270,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights and not copied_now:
-                self.best_weights = _weights.copy_values(
-                    self.model.weights, self.best_weights
-                )
+                self.best_weights = _snapshot(self.model, self.best_weights)
             if self.baseline is None or self._better(current, self.baseline):
                 self.wait = 0
         if self.stopping_threshold is not None and self._at_least(
@@ -319,7 +319,7 @@ class EarlyStopping(keras.callbacks.Callback):
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.best_epoch + 1}."
                 )
-            _weights.assign_values(self.model.weights, self.best_weights)
+            _restore(self.model, self.best_weights)
 
     def _training_error(self, logs):
         """`E_tr` for Prechelt's PQ: `logs[training_key]`."""
@@ -349,3 +349,50 @@ class EarlyStopping(keras.callbacks.Callback):
             warnings.warn(message, stacklevel=2)
             self._warned_missing = True
         return None
+
+
+def _variables(model):
+    """The `keras.Variable`s of `model`'s weights, or None if it has none.
+
+    A Keras model or layer has them (`model.weights`); so may any object
+    whose `weights` is a non-empty list of variables. Anything else, such
+    as an object that only offers `get_weights()` and `set_weights()`,
+    gives None.
+    """
+    if isinstance(model, keras.layers.Layer):
+        return model.weights
+    weights = getattr(model, "weights", None)
+    if (
+        isinstance(weights, (list, tuple))
+        and weights
+        and all(isinstance(weight, keras.Variable) for weight in weights)
+    ):
+        return list(weights)
+    return None
+
+
+def _snapshot(model, previous):
+    """A copy of `model`'s weights, reusing `previous` where possible.
+
+    The variables' values are copied on their device; a model without
+    variables has a copy of what its `get_weights()` returns taken.
+    """
+    variables = _variables(model)
+    if variables is None:
+        return copy.deepcopy(model.get_weights())
+    if not isinstance(previous, list):
+        previous = None
+    return _weights.copy_values(variables, previous)
+
+
+def _restore(model, snapshot):
+    """Puts weights from `_snapshot` back into `model`.
+
+    A copy goes back, so `snapshot` stays as it was (`best_weights` is
+    still readable after the model changes again).
+    """
+    variables = _variables(model)
+    if variables is None:
+        model.set_weights(copy.deepcopy(snapshot))
+        return
+    _weights.assign_values(variables, snapshot)

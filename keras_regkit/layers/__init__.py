@@ -2,10 +2,13 @@
 
 Both follow Keras's `training` flag exactly as `keras.layers.Dropout` does,
 can stay on at inference (`mc=True`) and change their rate between epochs of
-a compiled model (`layer.rate = ...`).
+a compiled model (`layer.rate = ...`). `convert_dropout` turns the Keras
+dropout layers of an existing model, a pretrained one for instance, into
+these.
 """
 
+from keras_regkit.layers.conversion import convert_dropout
 from keras_regkit.layers.drop_path import DropPath
 from keras_regkit.layers.dropout import Dropout
 
-__all__ = ["DropPath", "Dropout"]
+__all__ = ["DropPath", "Dropout", "convert_dropout"]

@@ -32,33 +32,6 @@ class _Hidden:
         self.variable = variable
 
 
-class MonteCarloDraw:
-    """Switches a layer to Monte-Carlo sampling, for `mc_predict`.
-
-    While a layer's `_monte_carlo` holds one of these, the layer drops units
-    whatever `training` says, draws its masks from `generator` rather than
-    from its own seed generator (whose state is left untouched), and knows
-    that its batch holds `groups` stacked copies of the same rows, one per
-    sample. With `tile=True` the layer makes those copies itself, from the
-    rows it receives: everything before it runs once, not once per sample.
-    """
-
-    __slots__ = ("generator", "groups", "tile")
-
-    def __init__(self, generator, groups, tile=False):
-        self.generator = generator
-        self.groups = groups
-        self.tile = tile
-
-
-class CannotTile(Exception):
-    """Raised by a layer asked to tile rows that come with a padding mask.
-
-    Keras hands a mask on to the layers after this one as it was, so the
-    copies would not match it; `mc_predict` then tiles the inputs instead.
-    """
-
-
 class StochasticLayer(keras.layers.Layer):
     """Base class of the layers that drop units at random during training.
 
@@ -78,15 +51,32 @@ class StochasticLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         rate = _validation.rate("rate", rate)
         self.seed = _validation.seed("seed", seed)
+        self.seed_generator = keras.random.SeedGenerator(
+            self.seed, name=f"{self.name}_seed_generator"
+        )
+        self._init_state(rate, mc)
+        self.supports_masking = True
+        # Built at instantiation, like `keras.layers.Dropout`: all the state
+        # (seed generator, rate) exists by now and none depends on the input
+        # shape. So Keras never calls `build`, and the input checks run in
+        # `call` and `compute_output_shape` instead (`_check_input_shape`).
+        # A subclass that defines its own `build` is left unbuilt, for
+        # Keras to build it.
+        if type(self).build is keras.layers.Layer.build:
+            self.built = True
+
+    def _init_state(self, rate, mc):
+        """Sets `mc` and the rate, in the Python float and the variable.
+
+        Also used by `keras_regkit.layers.convert_dropout`, on a Keras
+        layer that becomes one of ours and already has its seed generator.
+        """
         if not isinstance(mc, bool):
             raise TypeError(
                 "Invalid value received for argument `mc`. Expected a bool. "
                 f"Received: mc={mc!r}"
             )
         self.mc = mc
-        self.seed_generator = keras.random.SeedGenerator(
-            self.seed, name=f"{self.name}_seed_generator"
-        )
         self._rate_state = _Hidden(
             keras.Variable(
                 rate,
@@ -97,8 +87,6 @@ class StochasticLayer(keras.layers.Layer):
             )
         )
         self._rate = rate
-        self._monte_carlo = None
-        self.supports_masking = True
 
     @property
     def rate(self):
@@ -128,26 +116,13 @@ class StochasticLayer(keras.layers.Layer):
         return ops.convert_to_tensor(self._rate_state.variable.value)
 
     def _keep_mask(self, shape, seed, dtype):
-        """A mask of `shape`: `1 / (1 - rate)` where kept, 0 where dropped.
+        """`keep_mask` at the layer's current rate."""
+        return keep_mask(shape, self._rate_tensor(), seed, dtype)
 
-        The uniform draw is float32 whatever `dtype` is, so that the rate is
-        honoured to float32 precision for float16 and bfloat16 inputs too.
-        """
-        rate = self._rate_tensor()
-        uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
-        scale = ops.cast(1.0 / (1.0 - rate), dtype)
-        return ops.where(
-            ops.greater_equal(uniform, rate), scale, ops.zeros_like(scale)
-        )
-
-    def call(self, inputs, training=False, mask=None):
-        draw = self._monte_carlo
-        if draw is not None:
-            if draw.tile:
-                if mask is not None:
-                    raise CannotTile(self.name)
-                inputs = _stack_copies(inputs, draw.groups)
-            return self._drop(inputs, draw.generator, draw.groups)
+    def call(self, inputs, training=False):
+        shape = _static_shape(inputs)
+        if shape is not None:
+            self._check_input_shape(shape)
         if training or self.mc:
             return self._drop(inputs, self.seed_generator, 1)
         return inputs
@@ -155,7 +130,18 @@ class StochasticLayer(keras.layers.Layer):
     def _drop(self, inputs, seed, groups):
         raise NotImplementedError
 
+    def _check_input_shape(self, input_shape):
+        """Raises a `ValueError` if the layer cannot take such inputs.
+
+        Runs in Python on the static shape (a tuple of ints and None), at
+        every eager call and whenever Keras traces `call` or asks for the
+        output shape (a Functional model's construction), so subclasses
+        should keep it cheap, e.g. with a cache keyed by the shape. The
+        base class takes every shape.
+        """
+
     def compute_output_shape(self, input_shape):
+        self._check_input_shape(tuple(input_shape))
         return input_shape
 
     def get_config(self):
@@ -167,8 +153,56 @@ class StochasticLayer(keras.layers.Layer):
         }
 
 
-def _stack_copies(x, copies):
-    """`copies` copies of the rows of `x`, one after the other."""
-    if copies == 1:
-        return x
-    return ops.tile(x, (copies,) + (1,) * (len(x.shape) - 1))
+def _static_shape(x):
+    """The static shape of `x`, a tuple of ints and None.
+
+    None when not even the rank is known (a TensorFlow graph can hold such
+    tensors): there is then nothing to check.
+    """
+    shape = x.shape
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape)
+
+
+def keep_mask(shape, rate, seed, dtype):
+    """A mask of `shape`: `1 / (1 - rate)` where kept, 0 where dropped.
+
+    `rate` is a float or a float32 scalar tensor below 1. The uniform draw
+    is float32 whatever `dtype` is, so that the rate is honoured to float32
+    precision for float16 and bfloat16 inputs too.
+    """
+    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
+    scale = ops.cast(1.0 / (1.0 - rate), dtype)
+    return ops.where(
+        ops.greater_equal(uniform, rate), scale, ops.zeros_like(scale)
+    )
+
+
+def noise(inputs, noise_shape, groups, draw):
+    """Noise broadcastable to `inputs`, from `draw(shape)`, one per copy.
+
+    Args:
+        inputs: the tensor the noise applies to; its batch holds `groups`
+            stacked copies of the same rows (Monte-Carlo sampling, see
+            `keras_regkit.mc_predict`), 1 otherwise.
+        noise_shape: None, or a tuple with one entry per input dimension:
+            the shape of the noise, `None` entries taking the input's size.
+            A noise shared across rows (`noise_shape[0] == 1`) is drawn
+            once per copy.
+        groups: the number of copies.
+        draw: a function from a shape to a tensor of that shape.
+    """
+    shape = ops.shape(inputs)
+    if noise_shape is None:
+        return draw(shape)
+    concrete = tuple(
+        size if entry is None else entry
+        for entry, size in zip(noise_shape, shape, strict=True)
+    )
+    if groups == 1 or noise_shape[0] is None:
+        return draw(concrete)
+    rows = shape[0] // groups
+    per_copy = draw((groups, 1, *concrete[1:]))
+    per_row = ops.repeat(per_copy, rows, axis=1)
+    return ops.reshape(per_row, (groups * rows, *concrete[1:]))

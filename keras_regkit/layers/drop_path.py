@@ -46,13 +46,12 @@ class DropPath(StochasticLayer):
     True
     """
 
-    def build(self, input_shape):
-        if len(input_shape) < 1:
+    def _check_input_shape(self, input_shape):
+        if not input_shape:
             raise ValueError(
                 "DropPath needs inputs with a batch dimension. Received "
                 f"inputs of shape {tuple(input_shape)}"
             )
-        self.built = True
 
     def _drop(self, inputs, seed, groups):
         shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)

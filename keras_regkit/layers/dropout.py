@@ -1,10 +1,11 @@
 """Dropout that follows Keras's `training` flag, with MC and rate changes."""
 
+import functools
+
 import keras
-from keras import ops
 
 from keras_regkit import _validation
-from keras_regkit.layers._stochastic import StochasticLayer
+from keras_regkit.layers._stochastic import StochasticLayer, noise
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -23,7 +24,9 @@ class Dropout(StochasticLayer):
     - `layer.rate = 0.3` changes the rate of a compiled model: the next
       train step uses it, with nothing traced again. See
       `keras_regkit.callbacks.DropoutScheduler`.
-    - A `noise_shape` is checked against the input when the layer is built.
+    - A `noise_shape` is checked against the input's shape: a mismatch is
+      a `ValueError` at the first call (or the Functional model's
+      construction), not a failure deep in the backend.
 
     Each unit is kept with probability `1 - rate` (a Bernoulli mask drawn
     with `keras.random` from the layer's own `keras.random.SeedGenerator`)
@@ -73,25 +76,18 @@ class Dropout(StochasticLayer):
         super().__init__(rate, seed, mc=mc, **kwargs)
         self.noise_shape = _validation.noise_shape("noise_shape", noise_shape)
 
-    def build(self, input_shape):
+    def _check_input_shape(self, input_shape):
         if self.noise_shape is not None:
             _check_noise_shape(self.noise_shape, input_shape)
-        self.built = True
 
     def _drop(self, inputs, seed, groups):
-        if self.noise_shape is None:
-            mask = self._keep_mask(ops.shape(inputs), seed, inputs.dtype)
-            return inputs * mask
-        if groups == 1 or self.noise_shape[0] is None:
-            shape = _concrete(self.noise_shape, ops.shape(inputs))
-            return inputs * self._keep_mask(shape, seed, inputs.dtype)
-        # Monte-Carlo sampling with a mask shared across rows: the batch
-        # holds `groups` copies of the rows, each copy needs its own mask.
-        input_shape = ops.shape(inputs)
-        grouped = ops.reshape(inputs, (groups, -1, *input_shape[1:]))
-        shape = _concrete(self.noise_shape, ops.shape(grouped)[1:])
-        mask = self._keep_mask((groups, *shape), seed, inputs.dtype)
-        return ops.reshape(grouped * mask, input_shape)
+        mask = noise(
+            inputs,
+            self.noise_shape,
+            groups,
+            lambda shape: self._keep_mask(shape, seed, inputs.dtype),
+        )
+        return inputs * mask
 
     def get_config(self):
         config = super().get_config()
@@ -99,16 +95,13 @@ class Dropout(StochasticLayer):
         return config
 
 
-def _concrete(noise_shape, input_shape):
-    """`noise_shape` with its `None` entries taken from `input_shape`."""
-    return tuple(
-        size if entry is None else entry
-        for entry, size in zip(noise_shape, input_shape, strict=True)
-    )
-
-
+@functools.lru_cache(maxsize=256)
 def _check_noise_shape(noise_shape, input_shape):
-    """Raises unless `noise_shape` broadcasts against `input_shape`."""
+    """Raises unless `noise_shape` broadcasts against `input_shape`.
+
+    Both are tuples of ints and None. Cached: a pair that passed once is
+    not checked again (a failure raises, so is never cached).
+    """
     if len(noise_shape) != len(input_shape):
         raise ValueError(
             f"Invalid value received for argument `noise_shape`. Expected "
