@@ -143,6 +143,18 @@ def _stochastic_layers(model):
             UserWarning,
             stacklevel=3,
         )
+    recurrent = [
+        path for path, layer in walked if _has_cell_dropout(layer)
+    ]
+    if recurrent:
+        warnings.warn(
+            "mc_predict leaves off the dropout inside these recurrent "
+            f"layers: {', '.join(recurrent)}. Their cells mask their inputs "
+            "themselves, during training only; for Monte-Carlo dropout put "
+            "Dropout layers around them.",
+            UserWarning,
+            stacklevel=3,
+        )
     if layers:
         return layers
     raise ValueError(
@@ -152,6 +164,16 @@ def _stochastic_layers(model):
         "MultiHeadAttention's dropout included): without one every pass "
         f"gives the same prediction. Model {model.name!r} has none. "
         "GaussianNoise does not count: it is a data augmentation."
+    )
+
+
+def _has_cell_dropout(layer):
+    """Whether `layer` is an RNN whose cell drops inputs or states."""
+    if not isinstance(layer, keras.layers.RNN):
+        return False
+    cell = layer.cell
+    return bool(
+        getattr(cell, "dropout", 0) or getattr(cell, "recurrent_dropout", 0)
     )
 
 

@@ -528,3 +528,16 @@ def test_bad_arguments(kwargs, error, pattern):
     }
     with pytest.raises(error, match=pattern):
         keras_regkit.mc_predict(**arguments)
+
+
+def test_the_dropout_inside_recurrent_cells_is_left_off_with_a_warning():
+    model = keras.Sequential(
+        [
+            keras.Input((3, 2)),
+            keras.layers.LSTM(4, dropout=0.2, name="lstm"),
+            keras.layers.Dropout(0.5),
+        ]
+    )
+    with pytest.warns(UserWarning, match=r"inside these recurrent layers: lstm"):
+        _, std = keras_regkit.mc_predict(model, np.ones((2, 3, 2)), samples=4)
+    assert np.all(std > 0)
