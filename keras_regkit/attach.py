@@ -409,23 +409,30 @@ def penalties(model):
 def owned_weights(model):
     """Every weight of `model` with the path of the layer that owns it.
 
-    A weight is credited to the innermost layer that holds it, once.
+    A weight belongs to the innermost layer that holds it, as in
+    `keras_regkit.penalties`; weights a model holds itself, outside any of
+    its layers, are listed under the model's name.
 
     Returns:
-        A list of `(layer_path, layer, variable)` in layer order.
+        A list of `(path, layer, variable)` in `selectors.walk` order.
     """
     owners = selectors.walk(model)
     claimed = set()
-    found = []
+    found = {}
     # Children come after their parents in `walk` order: going backwards,
     # each variable is credited to the innermost layer that holds it.
     for path, layer in reversed(owners):
         for variable in layer.weights:
             if id(variable) not in claimed:
                 claimed.add(id(variable))
-                found.append((path, layer, variable))
-    order = {path: i for i, (path, _) in enumerate(owners)}
-    return sorted(found, key=lambda item: order[item[0]])
+                found.setdefault(path, []).append((layer, variable))
+    owned = [
+        (path, layer, variable)
+        for path, layer in owners
+        for layer, variable in found.get(path, ())
+    ]
+    own = [v for v in model.weights if id(v) not in claimed]
+    return [(model.name, model, v) for v in own] + owned
 
 
 def selected_weights(model, layers=None, bias=False):

@@ -543,9 +543,21 @@ class GroupLasso(_Penalty):
     a tuple: then each group is one index of all those axes. The gradient is
     `strength * sqrt(|g|) * w_g / ||w_g||`, and 0 for an all-zero group.
 
+    With `heads=h` the groups are the attention heads of a
+    `keras.layers.MultiHeadAttention` with `h` heads: each head's slice of
+    the query, key and value kernels (shaped `(hidden, heads, head_dim)`,
+    grouped along axis 1) and of the output projection's kernel (`(heads,
+    head_dim, hidden)`, along axis 0). One penalty serves all four, so
+    `regularize(model, kernel=GroupLasso(s, heads=h), layers="attention")`
+    is saved in the layer's config; trained with
+    `keras_regkit.callbacks.ProximalStep`, it switches off whole heads,
+    and `RegularizationMonitor` logs each head's norm.
+
     Args:
         strength: non-negative float, the factor in front of the sum.
         axis: int or tuple of ints, the axis (or axes) that index the groups.
+        heads: None, or the number of attention heads (an int >= 1) when the
+            groups are heads; `axis` must then be left at its default.
 
     Example:
 
@@ -553,17 +565,58 @@ class GroupLasso(_Penalty):
     >>> kernel = np.array([[3.0, 0.0], [4.0, 0.0]])  # unit 0: norm 5, size 2
     >>> float(GroupLasso(strength=1.0, axis=-1)(kernel))  # sqrt(2) * 5
     7.07107
+    >>> query = np.zeros((8, 2, 4))  # hidden 8, 2 heads of size 4
+    >>> query[:, 1, :] = 0.5  # head 1 only: norm sqrt(32 * 0.25)
+    >>> float(GroupLasso(strength=1.0, heads=2)(query))  # sqrt(32) * sqrt(8)
+    16.0
+    >>> GroupLasso(heads=2).group_norms(query).tolist()
+    [0.0, 2.8284270763397217]
     """
 
-    _config_keys = ("strength", "axis")
+    _config_keys = ("strength", "axis", "heads")
     _strength_keys = ("strength",)
 
-    def __init__(self, strength=0.01, axis=-1):
+    def __init__(self, strength=0.01, axis=-1, heads=None):
         self.strength = _validation.non_negative_float("strength", strength)
         self.axis = _validation.axis("axis", axis)
+        if heads is not None:
+            heads = _validation.positive_int("heads", heads)
+            if self.axis != -1:
+                raise ValueError(
+                    "Pass `axis` or `heads`, not both: the heads decide the "
+                    f"groups. Received: axis={axis!r}, heads={heads!r}"
+                )
+        self.heads = heads
 
-    def _reduction_axes(self, ndim):
-        group_axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+    def get_config(self):
+        config = super().get_config()
+        if self.heads is None:
+            del config["heads"]  # the configs saved before `heads` existed
+        return config
+
+    def _group_axes(self, shape):
+        """The axes that index the groups of a weight of `shape`."""
+        if self.heads is not None:
+            return (self._head_axis(shape),)
+        return self.axis if isinstance(self.axis, tuple) else (self.axis,)
+
+    def _head_axis(self, shape):
+        heads = self.heads
+        if len(shape) == 3 and shape[0] != shape[1]:
+            if shape[1] == heads:
+                return 1  # query, key, value: (hidden, heads, head_dim)
+            if shape[0] == heads:
+                return 0  # output: (heads, head_dim, hidden)
+        raise ValueError(
+            f"GroupLasso(heads={heads}) groups the kernels of attention "
+            f"projections, shaped (hidden, {heads}, head_dim) or ({heads}, "
+            "head_dim, hidden) with hidden != heads. Received a weight of "
+            f"shape {tuple(shape)}."
+        )
+
+    def _reduction_axes(self, shape):
+        ndim = len(shape)
+        group_axes = self._group_axes(shape)
         normalized = []
         for axis in group_axes:
             if not -ndim <= axis < ndim:
@@ -579,17 +632,27 @@ class GroupLasso(_Penalty):
             )
         return tuple(i for i in range(ndim) if i not in normalized)
 
+    def group_norms(self, x):
+        """The L2 norm of each group of `x`, as a flat numpy array.
+
+        Groups come in the order of their index along the group axes (head
+        0 first, for `heads`).
+        """
+        x = _penalty_input(x)
+        norms, _ = _kernels.group_norms(x, self._reduction_axes(x.shape))
+        return ops.convert_to_numpy(ops.reshape(norms, (-1,)))
+
     def _prox(self, x, step):
         # Block soft-thresholding: a group whose norm is at most
         # step * strength * sqrt(|g|) becomes exactly zero.
-        reduction_axes = self._reduction_axes(len(x.shape))
+        reduction_axes = self._reduction_axes(x.shape)
         group_size = math.prod(x.shape[i] for i in reduction_axes)
         threshold = step * self.strength * math.sqrt(group_size)
         return _proximal.group_soft_threshold(x, threshold, reduction_axes)
 
     def __call__(self, x):
         x = _penalty_input(x)
-        reduction_axes = self._reduction_axes(len(x.shape))
+        reduction_axes = self._reduction_axes(x.shape)
         group_size = math.prod(x.shape[i] for i in reduction_axes)
         weight = self.strength * math.sqrt(group_size)
 

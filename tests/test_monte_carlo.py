@@ -538,6 +538,8 @@ def test_the_dropout_inside_recurrent_cells_is_left_off_with_a_warning():
             keras.layers.Dropout(0.5),
         ]
     )
-    with pytest.warns(UserWarning, match=r"inside these recurrent layers: lstm"):
+    with pytest.warns(
+        UserWarning, match=r"inside these recurrent layers: lstm"
+    ):
         _, std = keras_regkit.mc_predict(model, np.ones((2, 3, 2)), samples=4)
     assert np.all(std > 0)

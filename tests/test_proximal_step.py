@@ -350,3 +350,50 @@ def test_penalty_scheduler_sets_the_strength_of_the_proximal_step(
     assert losses == [0, 0]  # never a loss term as well
     assert kernel.regularizer == L1(0.5)
     assert kernel.constraint is None
+
+
+def test_group_lasso_over_heads_switches_off_a_whole_attention_head():
+    from keras_regkit import regularize
+    from keras_regkit.callbacks import RegularizationMonitor
+
+    tokens = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(
+        2, 4, use_bias=False, name="attention"
+    )
+    flat = keras.layers.Flatten()(attention(tokens, tokens))
+    model = keras.Model(tokens, keras.layers.Dense(1, name="head")(flat))
+    regularize(model, kernel=GroupLasso(0.05, heads=2), layers="attention")
+    projections = [
+        attention.query_dense,
+        attention.key_dense,
+        attention.value_dense,
+        attention.output_dense,
+    ]
+    for layer in projections:  # head 1 starts weak, head 0 strong
+        kernel = ops.convert_to_numpy(layer.kernel).copy()
+        head_axis = 0 if layer is attention.output_dense else 1
+        np.moveaxis(kernel, head_axis, 0)[1] *= 1e-3
+        layer.kernel.assign(kernel)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(16, 4, 8)).astype("float32")
+    history = model.fit(
+        x,
+        np.zeros((16, 1), "float32"),
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[ProximalStep(), RegularizationMonitor()],
+    )
+    for layer in projections:
+        kernel = ops.convert_to_numpy(layer.kernel)
+        heads = np.moveaxis(
+            kernel, 0 if layer is attention.output_dense else 1, 0
+        )
+        assert np.all(heads[1] == 0.0), layer.name
+        assert np.count_nonzero(heads[0]) == heads[0].size, layer.name
+    logs = history.history
+    assert logs["head_norm/attention/query/1"][-1] == 0.0
+    assert logs["head_norm/attention/query/0"][-1] > 0.5
+    # one penalty for the four projections: saved in the layer's config
+    config = attention.get_config()["kernel_regularizer"]["config"]
+    assert config == {"strength": 0.05, "axis": -1, "heads": 2}

@@ -377,3 +377,32 @@ def test_mirrored_strategy_on_two_cpus():
     )
     assert logged["kernel_norm/a"] == pytest.approx(result["norm"], rel=1e-6)
     assert logged["zero_fraction/out"] == 0.0
+
+
+def test_head_norms_of_attention_kernels_under_group_lasso_heads():
+    from keras_regkit import GroupLasso, regularize
+
+    tokens = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(2, 4, name="attention")
+    model = keras.Model(tokens, attention(tokens, tokens))
+    regularize(model, kernel=GroupLasso(0.1, heads=2))
+    monitor = RegularizationMonitor()
+    monitor.set_model(model)
+    values = monitor.values()
+    for name, head_axis in [("query", 1), ("key", 1), ("attention_output", 0)]:
+        kernel = keras.ops.convert_to_numpy(
+            getattr(attention, f"{name.split('_')[-1]}_dense").kernel
+        )
+        heads = np.moveaxis(kernel, head_axis, 0).reshape(2, -1)
+        expected = np.sqrt((heads**2).sum(axis=1))
+        found = [values[f"head_norm/attention/{name}/{h}"] for h in (0, 1)]
+        np.testing.assert_allclose(found, expected, rtol=1e-5)
+    assert not any(key.startswith("head_norm/") for key in _plain_keys())
+
+
+def _plain_keys():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.get_layer(index=0).kernel.regularizer = L2(0.1)
+    monitor = RegularizationMonitor()
+    monitor.set_model(model)
+    return monitor.values()

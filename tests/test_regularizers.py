@@ -836,3 +836,50 @@ def test_penalty_and_gradient_are_finite_and_match_numpy(regularizer, tensor):
         max(floor, _smallest_normal(dtype)),
         f"gradient of {regularizer!r} at {w!r}",
     )
+
+
+# --- GroupLasso over attention heads --------------------------------------
+
+
+def _head_norms_numpy(w, head_axis):
+    moved = np.moveaxis(w, head_axis, 0)
+    return np.sqrt((moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1))
+
+
+@pytest.mark.parametrize(
+    "shape, head_axis", [((8, 3, 4), 1), ((3, 4, 8), 0)], ids=["qkv", "out"]
+)
+def test_group_lasso_heads_groups_each_head_of_a_projection(shape, head_axis):
+    w = np.random.default_rng(0).normal(size=shape).astype("float32")
+    penalty = GroupLasso(0.1, heads=3)
+    norms = _head_norms_numpy(w, head_axis)
+    group_size = w.size // 3
+    expected = 0.1 * math.sqrt(group_size) * norms.sum()
+    np.testing.assert_allclose(float(penalty(w)), expected, rtol=1e-5)
+    np.testing.assert_allclose(penalty.group_norms(w), norms, rtol=1e-5)
+    # the prox zeroes a head whose norm is under the threshold, exactly
+    step = float(norms.min()) / (0.1 * math.sqrt(group_size)) * 1.0001
+    shrunk = np.moveaxis(
+        ops.convert_to_numpy(penalty.prox(w, step)), head_axis, 0
+    )
+    weakest = int(np.argmin(norms))
+    assert np.all(shrunk[weakest] == 0.0)
+    assert (
+        np.count_nonzero(shrunk.reshape(3, -1), axis=1).tolist().count(0) == 1
+    )
+
+
+def test_group_lasso_heads_config_and_refusals():
+    penalty = GroupLasso(0.1, heads=3)
+    assert penalty.get_config() == {"strength": 0.1, "axis": -1, "heads": 3}
+    assert GroupLasso(0.1).get_config() == {"strength": 0.1, "axis": -1}
+    assert_config_round_trip(penalty)
+    with pytest.raises(ValueError, match=r"`axis` or `heads`.*axis=0, heads=3"):
+        GroupLasso(0.1, axis=0, heads=3)
+    with pytest.raises(ValueError, match=r"Received: heads=0"):
+        GroupLasso(0.1, heads=0)
+    with pytest.raises(TypeError, match=r"Received: heads=2\.0"):
+        GroupLasso(0.1, heads=2.0)
+    for shape in [(4, 5), (3, 3, 4), (8, 2, 4)]:
+        with pytest.raises(ValueError, match=r"GroupLasso\(heads=3\).*shape"):
+            penalty(np.ones(shape, "float32"))

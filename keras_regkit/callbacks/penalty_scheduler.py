@@ -11,7 +11,6 @@ from keras_regkit import _validation, attach, selectors
 from keras_regkit.callbacks.proximal_step import current_penalty, set_penalty
 from keras_regkit.callbacks.regularization_monitor import (
     _copy_settings,
-    _owned_weights,
 )
 
 _RUN_STATE = ("_targets", "_current", "_targets_model")
@@ -230,7 +229,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
     def _find_targets(self):
         """The penalised trainable weights this callback schedules."""
         model = self.model
-        weights = _owned_weights(model)
+        weights = attach.owned_weights(model)
         if self.layers is not None:
             chosen = selectors.select(model, self.layers)
             if not chosen:

@@ -5,7 +5,9 @@ import copy
 import keras
 from keras import ops
 
-from keras_regkit import _validation, selectors
+from keras_regkit import _validation, attach, selectors
+from keras_regkit.callbacks.proximal_step import current_penalty
+from keras_regkit.regularizers import GroupLasso
 
 # Weight names that count as kernels; biases, normalization scales and other
 # weights never do.
@@ -17,35 +19,6 @@ _KERNEL_NAMES = (
     "pointwise_kernel",
 )
 _HALF_PRECISION = ("float16", "bfloat16")
-
-
-def _owned_weights(model):
-    """Every weight of `model` with the path of the layer that owns it.
-
-    A weight belongs to the innermost layer that holds it, as in
-    `keras_regkit.penalties`; weights a model holds itself, outside any of
-    its layers, are listed under the model's name.
-
-    Returns:
-        A list of `(path, layer, variable)` in `selectors.walk` order.
-    """
-    owners = selectors.walk(model)
-    claimed = set()
-    found = {}
-    # Children come after their parents in `walk` order: going backwards,
-    # each variable is credited to the innermost layer that holds it.
-    for path, layer in reversed(owners):
-        for variable in layer.weights:
-            if id(variable) not in claimed:
-                claimed.add(id(variable))
-                found.setdefault(path, []).append((layer, variable))
-    owned = [
-        (path, layer, variable)
-        for path, layer in owners
-        for layer, variable in found.get(path, ())
-    ]
-    own = [v for v in model.weights if id(v) not in claimed]
-    return [(model.name, model, v) for v in own] + owned
 
 
 def _copy_settings(callback, memo, run_state):
@@ -111,6 +84,9 @@ class RegularizationMonitor(keras.callbacks.Callback):
       `sqrt(sum(w**2))` of the kernel of each chosen layer.
     - `zero_fraction/<layer path>`: the fraction of that kernel's entries
       with `|w| <= zero_tol`.
+    - `head_norm/<layer path>/<head>`: for a kernel penalised by
+      `GroupLasso(heads=...)` (an attention projection), the L2 norm of
+      each head's slice; 0.0 for a head switched off.
 
     Kernels are the weights named "kernel", "recurrent_kernel",
     "embeddings", "depthwise_kernel" or "pointwise_kernel", never biases.
@@ -169,7 +145,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self._kernels = None
 
     def on_train_begin(self, logs=None):
-        self._weights = _owned_weights(self.model)
+        self._weights = attach.owned_weights(self.model)
         self._kernels = self._find_kernels()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -194,7 +170,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
             A dict from the log keys described above to Python floats.
         """
         model = self.model  # on JAX, writes fit's state back to the model
-        weights = self._weights or _owned_weights(model)
+        weights = self._weights or attach.owned_weights(model)
         kernels = self._kernels
         if kernels is None:
             kernels = self._find_kernels()
@@ -225,12 +201,18 @@ class RegularizationMonitor(keras.callbacks.Callback):
         for index, (key, _) in enumerate(kernels):
             found[f"kernel_norm/{key}"] = statistics[2 * index]
             found[f"zero_fraction/{key}"] = statistics[2 * index + 1]
+        for key, variable in kernels:
+            penalty = current_penalty(variable)  # ProximalStep's too
+            if isinstance(penalty, GroupLasso) and penalty.heads is not None:
+                norms = penalty.group_norms(_read(variable))
+                for head, norm in enumerate(norms.tolist()):
+                    found[f"head_norm/{key}/{head}"] = norm
         return found
 
     def _find_kernels(self):
         """`(key, variable)` for each kernel to report, in layer order."""
         model = self.model
-        weights = self._weights or _owned_weights(model)
+        weights = self._weights or attach.owned_weights(model)
         kernels = [
             (path, layer, variable)
             for path, layer, variable in weights
