@@ -159,12 +159,17 @@ def unknown_subclasses(layers):
 
 
 @contextlib.contextmanager
-def switched_on(layers, draw):
-    """Within the block, `layers` sample with `draw`, training or not."""
+def switched_on(layers, draw, stacking_layer=None):
+    """Within the block, `layers` sample with `draw`, training or not.
+
+    `stacking_layer`, one of `layers`, first stacks `draw.groups` copies of
+    the rows it receives, one after the other.
+    """
     own_calls = [vars(layer).get("call", _NONE) for layer in layers]
     try:
         for layer in layers:
-            _switch_on(layer, sampler(layer), draw)
+            stack = layer is stacking_layer
+            _switch_on(layer, sampler(layer), draw, stack)
         yield
     finally:
         for layer, own_call in zip(layers, own_calls, strict=True):
@@ -177,8 +182,12 @@ def switched_on(layers, draw):
 _NONE = object()
 
 
-def _switch_on(layer, sample, draw):
+def _switch_on(layer, sample, draw, stack):
     def call(inputs, *args, **kwargs):
+        if stack:
+            inputs = ops.tile(
+                inputs, (draw.groups,) + (1,) * (len(inputs.shape) - 1)
+            )
         return sample(layer, inputs, draw)
 
     # object.__setattr__: Keras's attribute tracking must not see it.

@@ -99,10 +99,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     inputs = _as_numpy_inputs(x)
     leaves = keras.tree.flatten(inputs)
     rows = _row_count(leaves)
-    cut = _Cut.of(model, layers)
-    chunk, copies = _pass_sizes(model, cut, leaves, samples, batch_size)
+    split = _Split.of(model, layers)
+    chunk, copies = _pass_sizes(model, split, leaves, samples, batch_size)
 
-    passes = _Passes.of(model, layers, cut)
+    passes = _Passes.of(model, layers, split)
     generator = keras.random.SeedGenerator(seed)
     statistics = None
     for start in range(0, rows, chunk):
@@ -110,11 +110,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
         part = keras.tree.map_structure(
             lambda a, start=start, stop=stop: a[start:stop], inputs
         )
-        trunk_outputs = passes.trunk(part)
         moments = _Moments()
         for done in range(0, samples, copies):
             count = min(copies, samples - done)
-            outputs = passes.head(trunk_outputs, count, generator)
+            outputs = passes(part, count, generator)
             moments.add(
                 keras.tree.map_structure(
                     lambda y, count=count: _split(
@@ -143,9 +142,7 @@ def _stochastic_layers(model):
             UserWarning,
             stacklevel=3,
         )
-    recurrent = [
-        path for path, layer in walked if _has_cell_dropout(layer)
-    ]
+    recurrent = [path for path, layer in walked if _has_cell_dropout(layer)]
     if recurrent:
         warnings.warn(
             "mc_predict leaves off the dropout inside these recurrent "
@@ -177,19 +174,26 @@ def _has_cell_dropout(layer):
     )
 
 
-class _Cut:
-    """A model split before its first stochastic layer: trunk, then head.
+class _Split:
+    """Where the copies of the rows can be made: at the first dropout.
 
     In a Sequential or Functional model (one that runs its graph, not a
     `call` of its own) whose first stochastic layer is one of its own
-    layers, the head is the graph from that layer's input to the model's
-    outputs and the trunk everything before. Both are Functional models
-    over the model's own layers: nothing is copied. There is no cut when
-    the head would need another tensor of the trunk (a residual connection
-    around the layer), a padding mask, or when a nested model holds the
-    first stochastic layer.
+    layers, that layer can stack the copies itself, from the rows it
+    receives, when everything after it sees only what comes out of it: the
+    layers before it (the trunk) then run once per row, not once per
+    sample. Not so when a later layer also takes a tensor from before it
+    (a residual connection around it), when its input carries a padding
+    mask (Keras would hand the mask on as it was, not stacked), or when a
+    nested model holds the first stochastic layer: the model's inputs are
+    stacked instead. The graph is read, never changed.
 
-    One cut is kept per model, while the model lives.
+    Attributes:
+        layer: the stochastic layer that makes the copies.
+        trunk_layers, head_layers: the model's own layers before and
+            after it (the head includes it).
+
+    One split is kept per model, while the model lives.
     """
 
     _by_model = weakref.WeakKeyDictionary()
@@ -197,15 +201,15 @@ class _Cut:
     @classmethod
     def of(cls, model, layers):
         if model in cls._by_model:
-            cut = cls._by_model[model]
+            split = cls._by_model[model]
         else:
-            cut = cls._by_model[model] = cls._make(model, layers)
-        if cut is not None and cut.layer_ids != set(map(id, layers)):
+            split = cls._by_model[model] = cls._find(model, layers)
+        if split is not None and split.layer_ids != set(map(id, layers)):
             return None
-        return cut
+        return split
 
     @classmethod
-    def _make(cls, model, layers):
+    def _find(cls, model, layers):
         if type(model).call.__qualname__ not in (
             "Functional.call",
             "Sequential.call",
@@ -215,22 +219,25 @@ class _Cut:
         if first is None:
             return None
         try:
-            boundary = first.input  # raises for a layer called twice
-            inputs = _graph_inputs(model)
-            if _has_padding_mask(boundary):
+            if _has_padding_mask(first.input):
                 return None
-            trunk = keras.Model(inputs, boundary)
-            head = keras.Model(boundary, model.outputs)
-        except (AttributeError, ValueError):
+            head = _layers_fed_only_by(model, first)
+        except (AttributeError, ValueError):  # a layer called twice
             return None
-        head_layers = {id(layer) for _, layer in selectors.walk(head)}
-        if not set(map(id, layers)) <= head_layers:
+        if head is None:
             return None
-        return cls(trunk, head, layers)
+        inside = {
+            id(inner) for layer in head for _, inner in _walk_including(layer)
+        }
+        if not set(map(id, layers)) <= inside:
+            return None
+        trunk = [layer for layer in model.layers if layer not in head]
+        return cls(first, trunk, head, layers)
 
-    def __init__(self, trunk, head, layers):
-        self.trunk = trunk
-        self.head = head
+    def __init__(self, layer, trunk_layers, head_layers, layers):
+        self.layer = layer
+        self.trunk_layers = trunk_layers
+        self.head_layers = head_layers
         self.layer_ids = set(map(id, layers))
 
 
@@ -245,17 +252,39 @@ def _first_stochastic_layer(model, layers):
     return None
 
 
-def _graph_inputs(model):
-    """The model's symbolic inputs, in the structure `x` comes in."""
-    if isinstance(model, keras.Sequential):  # no `input` of its own
-        (inputs,) = model.inputs
-        return inputs
-    return model.input
+def _layers_fed_only_by(model, first):
+    """`first` and the layers after it, if they see nothing else.
+
+    Returns None when a layer takes tensors from both sides of `first`, or
+    when a model output does not come from it. Raises `AttributeError` or
+    `ValueError` (from `layer.input`) for a layer called more than once.
+    """
+    position = model.layers.index(first)
+    produced = {id(t) for t in keras.tree.flatten(first.output)}
+    head = [first]
+    for layer in model.layers[position + 1 :]:
+        sources = [id(t) in produced for t in keras.tree.flatten(layer.input)]
+        if not any(sources):
+            continue  # a branch of the trunk
+        if not all(sources):
+            return None
+        produced.update(id(t) for t in keras.tree.flatten(layer.output))
+        head.append(layer)
+    if not all(id(t) in produced for t in keras.tree.flatten(model.outputs)):
+        return None
+    return head
+
+
+def _walk_including(layer):
+    return [(layer.name, layer), *selectors.walk(layer)]
 
 
 def _has_padding_mask(tensor):
     # Keras 3 keeps a symbolic tensor's padding mask in this attribute.
-    return getattr(tensor, "_keras_mask", None) is not None
+    return any(
+        getattr(t, "_keras_mask", None) is not None
+        for t in keras.tree.flatten(tensor)
+    )
 
 
 def _as_numpy_inputs(x):
@@ -285,10 +314,10 @@ def _row_size(shape):
     return math.prod(size for size in shape[1:] if size is not None)
 
 
-def _activation_size(model):
-    """Values a row of `model`'s layers produces; 0 when they do not say."""
+def _activation_size(layers):
+    """Values a row of `layers`' outputs holds; 0 when they do not say."""
     size = 0
-    for _, layer in selectors.walk(model):
+    for _, layer in layers:
         try:
             outputs = layer.output
         except (AttributeError, ValueError):
@@ -299,33 +328,37 @@ def _activation_size(model):
     return size
 
 
-def _pass_sizes(model, cut, leaves, samples, batch_size):
-    """`(chunk, copies)`: rows per trunk pass, copies per head pass.
+def _pass_sizes(model, split, leaves, samples, batch_size):
+    """`(chunk, copies)`: the rows of a pass, and the copies made of them.
 
-    A head pass holds `copies` copies of `chunk` rows: at most `batch_size`
-    rows, or by default as many as keep its activations within the budget;
-    a trunk pass holds `chunk` rows, within the same bounds.
+    A pass holds at most `batch_size` rows, stacked copies included, or
+    by default as many as keep its activations within the budget: the
+    trunk's for `chunk` rows, the rest for `chunk * copies`.
     """
+    if batch_size is not None:
+        copies = min(samples, batch_size)
+        return max(1, batch_size // copies), copies
     input_size = sum(_row_size(leaf.shape) for leaf in leaves)
-    if cut is None:
+    if split is None:
         trunk_size = 0
-        head_size = _activation_size(model) or (
-            _UNKNOWN_MODEL_FACTOR * input_size
+        stacked_size = input_size + (
+            _activation_size(selectors.walk(model))
+            or _UNKNOWN_MODEL_FACTOR * input_size
         )
-        head_size += input_size
     else:
-        trunk_size = input_size + _activation_size(cut.trunk)
-        head_size = _activation_size(cut.head)
-    if batch_size is None:
-        budget = PASS_ELEMENTS.get(
-            keras.backend.backend(), DEFAULT_PASS_ELEMENTS
+        trunk_size = input_size + _activation_size(
+            (_, inner)
+            for layer in split.trunk_layers
+            for _, inner in _walk_including(layer)
         )
-        head_rows = max(1, budget // max(1, head_size))
-        trunk_rows = max(1, budget // max(1, trunk_size))
-    else:
-        head_rows = trunk_rows = batch_size
-    copies = min(samples, head_rows)
-    chunk = max(1, min(trunk_rows, head_rows // copies))
+        stacked_size = _activation_size(
+            (_, inner)
+            for layer in split.head_layers
+            for _, inner in _walk_including(layer)
+        )
+    budget = PASS_ELEMENTS.get(keras.backend.backend(), DEFAULT_PASS_ELEMENTS)
+    copies = min(samples, max(1, budget // max(1, stacked_size)))
+    chunk = max(1, budget // max(1, trunk_size + copies * stacked_size))
     return chunk, copies
 
 
@@ -347,43 +380,43 @@ def _tile(structure, count):
 
 
 class _Passes:
-    """A model's passes: `trunk(rows)` once, then `head(...)` per samples.
+    """A model's stochastic passes, `passes(rows, count, generator)`.
 
-    `head(trunk_outputs, count, generator)` runs `count` stochastic passes
-    at once over stacked copies of the trunk's outputs, drawing the masks
-    from `generator`, and returns outputs shaped (count * rows, ...).
-    Eager calls on TensorFlow and PyTorch; on JAX, whose eager calls
-    dispatch one small kernel at a time, see `_JaxPasses`.
+    Runs `count` passes at once over stacked copies of `rows`, drawing the
+    masks from `generator`, and returns outputs shaped (count * rows, ...).
+    With a split, its layer makes the copies; otherwise the rows are
+    stacked before the model sees them. Eager calls on TensorFlow and
+    PyTorch; on JAX, whose eager calls dispatch one small kernel at a time,
+    see `_JaxPasses`.
     """
 
     @staticmethod
-    def of(model, layers, cut):
+    def of(model, layers, split):
         if keras.backend.backend() == "jax" and model.built:
-            return _JaxPasses.of(model, layers, cut)
-        return _Passes(model, layers, cut)
+            return _JaxPasses.of(model, layers, split)
+        return _Passes(model, layers, split)
 
-    def __init__(self, model, layers, cut):
+    def __init__(self, model, layers, split):
         self.model = model
         self.layers = layers
-        self.cut = cut
+        self.split = split
 
-    def trunk(self, rows):
-        if self.cut is None:
-            return rows
-        with _no_gradient_tape():
-            return self.cut.trunk(rows, training=False)
-
-    def head(self, trunk_outputs, count, generator):
-        network = self.model if self.cut is None else self.cut.head
+    def __call__(self, rows, count, generator):
+        stacking_layer = None if self.split is None else self.split.layer
+        if stacking_layer is None:
+            rows = _tile(rows, count)
         draw = _sampling.Draw(generator, count)
-        with _no_gradient_tape(), _sampling.switched_on(self.layers, draw):
-            return network(_tile(trunk_outputs, count), training=False)
+        with (
+            _no_gradient_tape(),
+            _sampling.switched_on(self.layers, draw, stacking_layer),
+        ):
+            return self.model(rows, training=False)
 
 
 class _JaxPasses:
-    """The passes of `_Passes` as jitted, stateless JAX functions.
+    """The passes of `_Passes` as one jitted, stateless JAX function.
 
-    They take the values of the model's variables (and of the generator's
+    It takes the values of the model's variables (and of the generator's
     state) as arguments. One instance is kept per model (while the model
     lives and its variables, layers and rates stay the same), so that JAX's
     compilation cache serves later `mc_predict` calls.
@@ -392,7 +425,7 @@ class _JaxPasses:
     _by_model = weakref.WeakKeyDictionary()
 
     @classmethod
-    def of(cls, model, layers, cut):
+    def of(cls, model, layers, split):
         variables = [*model.trainable_variables, *model.non_trainable_variables]
         # Keras's layers keep their rates as Python floats: traced as
         # constants, so a change needs a new trace.
@@ -400,52 +433,38 @@ class _JaxPasses:
             tuple(map(id, variables)),
             tuple(map(id, layers)),
             tuple(_traced_rate(layer) for layer in layers),
-            id(cut),
+            id(split),
         )
         passes = cls._by_model.get(model)
         if passes is None or passes.key != key:
-            passes = cls(model, layers, cut, variables, key)
+            passes = cls(model, layers, split, variables, key)
             cls._by_model[model] = passes
         return passes
 
-    def __init__(self, model, layers, cut, variables, key):
+    def __init__(self, model, layers, split, variables, key):
         import jax
 
         self.key = key
         self.variables = variables
-        # The traced head routes the seed through this generator's state;
+        # The traced passes route the seed through this generator's state;
         # each call passes in the value of its caller's generator.
         seed_slot = keras.random.SeedGenerator(0)
-        eager = _Passes(weakref.proxy(model), layers, cut)
+        # The cache must not keep the model alive.
+        eager = _Passes(weakref.proxy(model), layers, split)
 
-        def trunk(values, rows):
-            mapping = [*zip(variables, values, strict=True)]
-            with keras.StatelessScope(state_mapping=mapping):
-                return eager.trunk(rows)
-
-        def head(values, seed_value, trunk_outputs, count):
+        def run(values, seed_value, rows, count):
             mapping = [*zip(variables, values, strict=True)]
             mapping.append((seed_slot.state, seed_value))
             with keras.StatelessScope(state_mapping=mapping) as scope:
-                outputs = eager.head(trunk_outputs, count, seed_slot)
+                outputs = eager(rows, count, seed_slot)
                 return outputs, scope.get_current_value(seed_slot.state)
 
-        self._trunk = jax.jit(trunk) if cut is not None else None
-        self._head = jax.jit(head, static_argnums=(3,))
+        self._run = jax.jit(run, static_argnums=(3,))
 
-    def _values(self):
-        return [variable.value for variable in self.variables]
-
-    def trunk(self, rows):
-        if self._trunk is None:
-            return rows
-        return self._trunk(self._values(), rows)
-
-    def head(self, trunk_outputs, count, generator):
+    def __call__(self, rows, count, generator):
         state = generator.state
-        outputs, seed_value = self._head(
-            self._values(), state.value, trunk_outputs, count
-        )
+        values = [variable.value for variable in self.variables]
+        outputs, seed_value = self._run(values, state.value, rows, count)
         state.assign(seed_value)
         return outputs
 
