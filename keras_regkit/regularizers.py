@@ -570,7 +570,7 @@ class GroupLasso(_Penalty):
     >>> float(GroupLasso(strength=1.0, heads=2)(query))  # sqrt(32) * sqrt(8)
     16.0
     >>> GroupLasso(heads=2).group_norms(query).tolist()
-    [0.0, 2.8284270763397217]
+    [0.0, 2.82843]
     """
 
     _config_keys = ("strength", "axis", "heads")

@@ -48,6 +48,16 @@ def _closed_form(x, rate, per_unit):
     return mean, np.sqrt(variance)
 
 
+def _assert_matches_closed_form(mean, std, x, rate, samples, per_unit=True):
+    """Within five standard errors of the closed form, mean and std."""
+    expected_mean, expected_std = _closed_form(x, rate, per_unit)
+    np.testing.assert_allclose(
+        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
+    )
+    # the standard error of a standard deviation is about std / sqrt(2n)
+    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+
+
 # None: one pass; 1001: each row alone, 3 passes of 1001, 1001 and 998
 # copies; 6007: all 3000 copies of 2 rows, then of the last row
 @pytest.mark.parametrize("batch_size", [None, 1001, 6007])
@@ -79,14 +89,9 @@ def test_matches_the_closed_form(make, per_unit, batch_size):
     mean, std = keras_regkit.mc_predict(
         _linear_model(make()), x, samples=samples, batch_size=batch_size, seed=1
     )
-    expected_mean, expected_std = _closed_form(x, 0.3, per_unit)
     assert mean.shape == std.shape == (5, 1)
     assert mean.dtype == std.dtype == np.float32
-    np.testing.assert_allclose(
-        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
-    )
-    # the standard error of a standard deviation is about std / sqrt(2n)
-    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+    _assert_matches_closed_form(mean, std, x, 0.3, samples, per_unit)
 
 
 def test_agrees_with_a_loop_of_predict_calls():
@@ -249,11 +254,7 @@ def test_first_dropout_inside_a_sub_model_tiles_the_inputs():
     x = _inputs()
     samples = 3000
     mean, std = keras_regkit.mc_predict(model, x, samples=samples, seed=2)
-    expected_mean, expected_std = _closed_form(x, 0.3, True)
-    np.testing.assert_allclose(
-        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
-    )
-    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+    _assert_matches_closed_form(mean, std, x, 0.3, samples)
 
 
 def test_padding_masks_are_stacked_with_the_rows():
@@ -413,11 +414,7 @@ def test_keras_layers_in_subclassed_and_nested_models():
     subclassed(x)
     samples = 3000
     mean, std = keras_regkit.mc_predict(nested, x, samples=samples, seed=2)
-    expected_mean, expected_std = _closed_form(x, 0.3, True)
-    np.testing.assert_allclose(
-        mean, expected_mean, atol=float(5 * expected_std.max() / samples**0.5)
-    )
-    np.testing.assert_allclose(std, expected_std, rtol=5 / (2 * samples) ** 0.5)
+    _assert_matches_closed_form(mean, std, x, 0.3, samples)
     _, std = keras_regkit.mc_predict(subclassed, x, samples=20, seed=2)
     assert np.all(std > 0)
 
