@@ -96,12 +96,12 @@ The backend is Keras's usual environment variable; run once per backend::
 `--quick` makes 1 round (a smoke test of the whole script; the statistics
 check still runs). `--models bert` or `--models mobilenet` times one model.
 It prints a markdown table per model and which targets are met. With the
-defaults (3 rounds) one backend takes about 2 minutes on TensorFlow and 4
-to 5 on JAX and PyTorch on two CPU cores, mostly the MobileNetV3 loops
-(about 26 s a loop on JAX, whose CPU convolutions are slow). Each round's
-times go to stderr: if mc_predict's vary by more than about 20% from round
-to round, something else was competing for the CPU, and the run is best
-repeated.
+defaults (3 rounds) one backend takes about 1.5 minutes on TensorFlow, 2.5
+on PyTorch and 3 to 4.5 on JAX on two CPU cores (measured on 2026-12-03:
+88-91 s, 129-153 s, 182-258 s), mostly the MobileNetV3 loops (about 27 s a
+loop on JAX, whose CPU convolutions are slow). Each round's times go to
+stderr: if they vary by more than about 20% from round to round, something
+else was competing for the CPU, and the run is best repeated.
 """
 
 import argparse
