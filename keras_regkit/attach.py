@@ -372,7 +372,7 @@ def regularize(
     return model
 
 
-def penalties(model):
+def penalties(model, head_norms=False):
     """The current weight penalties of a model, as plain floats.
 
     Lists every trainable weight that has a penalty, exactly the weight terms
@@ -380,6 +380,11 @@ def penalties(model):
 
     Args:
         model: a `keras.Model` or `keras.layers.Layer`.
+        head_norms: when True, each weight's entry is a dict instead of a
+            float: `{"penalty": p}`, plus `"head_norms"`, the L2 norm of
+            each attention head's slice (head 0 first), for a weight whose
+            penalty is a `GroupLasso` with `heads`. A head whose norm is
+            exactly 0.0 is switched off.
 
     Returns:
         A dict `{layer_path: {weight_name: penalty}}` in layer order, e.g.
@@ -388,7 +393,8 @@ def penalties(model):
     Example:
 
     >>> import keras
-    >>> from keras_regkit import L1
+    >>> import numpy as np
+    >>> from keras_regkit import L1, GroupLasso
     >>> layer = keras.layers.Dense(
     ...     2, kernel_initializer="ones", kernel_regularizer=L1(0.5),
     ...     name="dense",
@@ -396,13 +402,40 @@ def penalties(model):
     >>> layer.build((3,))
     >>> penalties(layer)  # 0.5 * 6 weights of 1
     {'dense': {'kernel': 3.0}}
+
+    Per-head norms of an attention layer's kernels, with its second head
+    switched off:
+
+    >>> attention = keras.layers.MultiHeadAttention(
+    ...     num_heads=2, key_dim=3, name="attention",
+    ...     kernel_regularizer=GroupLasso(0.1, heads=2),
+    ... )
+    >>> attention.build((1, 3, 4), (1, 3, 4))
+    >>> query = attention.query_dense.kernel  # (hidden 4, 2 heads, 3)
+    >>> _ = query.assign(np.stack([np.ones((4, 3)), np.zeros((4, 3))], 1))
+    >>> found = penalties(attention, head_norms=True)
+    >>> norms = found["attention/query"]["kernel"]["head_norms"]
+    >>> [round(norm, 4) for norm in norms]  # sqrt(12), then 0
+    [3.4641, 0.0]
     """
     selectors.check_model(model)
+    if not isinstance(head_norms, bool):
+        raise TypeError(
+            f"penalties: head_norms must be True or False. Received: "
+            f"head_norms={head_norms!r}"
+        )
     found = {}
     for path, _, variable in owned_weights(model):
-        if variable.trainable and variable.regularizer is not None:
-            value = ops.convert_to_numpy(variable.regularizer(variable))
-            found.setdefault(path, {})[variable.name] = float(value)
+        penalty = variable.regularizer
+        if not variable.trainable or penalty is None:
+            continue
+        value = float(ops.convert_to_numpy(penalty(variable)))
+        if head_norms:
+            value = {"penalty": value}
+            if isinstance(penalty, regularizers.GroupLasso) and penalty.heads:
+                norms = penalty.group_norms(variable)
+                value["head_norms"] = [float(norm) for norm in norms]
+        found.setdefault(path, {})[variable.name] = value
     return found
 
 

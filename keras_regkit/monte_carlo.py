@@ -12,16 +12,18 @@ from keras_regkit import _sampling, _validation, selectors
 from keras_regkit.layers._stochastic import StochasticLayer
 
 # How much a forward pass may hold when `batch_size` is not given: the
-# number of activation values summed over every layer's output, for all the
-# rows of the pass together (2**24 float32 values are 64 MiB). JAX's
-# compiled passes slow down on CPU beyond about 1000 rows of the benchmark
-# MLP (4900 values a row), where TensorFlow and PyTorch keep speeding up to
-# 4000 (benchmarks/RESULTS.md).
-PASS_ELEMENTS = {"jax": 2**22}
-DEFAULT_PASS_ELEMENTS = 2**24
+# number of values in its largest activation, for all the rows of the pass
+# together (2**22 float32 values are 16 MiB). On the benchmark MLP (784
+# inputs, two hidden layers of 1024) TensorFlow and PyTorch keep speeding
+# up to about 4000 rows a pass, JAX's compiled passes slow down beyond
+# about 1000 on CPU; on the tiny BERT of `bench_mc_real_models.py` (64
+# tokens of 64 values a row) passes of 250 to 1000 rows are fastest
+# (benchmarks/RESULTS.md).
+PASS_ELEMENTS = {"jax": 2**20}
+DEFAULT_PASS_ELEMENTS = 2**22
 
-# Per-row activation size assumed for a model whose layers do not expose
-# their outputs (subclassed models): this many times its input row.
+# Largest activation assumed for a model whose layers do not expose their
+# outputs (subclassed models): this many times its input row.
 _UNKNOWN_MODEL_FACTOR = 16
 
 
@@ -62,8 +64,9 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
         batch_size: None or int >= 1, the most rows the model sees in one
             forward pass, stacked copies included. It bounds memory as
             `predict`'s `batch_size` does. By default it is derived from the
-            size of the model's activations (about 64 MiB of them per
-            pass; 16 MiB on JAX, which is faster with smaller passes).
+            model's largest activation, which holds at most 2**22 values a
+            pass (16 MiB of float32; 2**20 on JAX, whose compiled passes
+            are faster when smaller).
         seed: None or a non-negative integer. The same seed gives the same
             results; None draws one (fixed by `keras.utils.set_random_seed`).
 
@@ -276,7 +279,11 @@ def _layers_fed_only_by(model, first):
 
 
 def _walk_including(layer):
-    return [(layer.name, layer), *selectors.walk(layer)]
+    """`layer` and every layer inside it, each once."""
+    inner = selectors.walk(layer)
+    if isinstance(layer, keras.Model):  # walk leaves a model itself out
+        return [(layer.name, layer), *inner]
+    return inner
 
 
 def _has_padding_mask(tensor):
@@ -310,55 +317,60 @@ def _row_count(leaves):
     return counts.pop()
 
 
-def _row_size(shape):
-    return math.prod(size for size in shape[1:] if size is not None)
+def _row_size(shape, unknown=1):
+    """Values in a row of a tensor; `unknown` stands for each None axis."""
+    return math.prod(unknown if size is None else size for size in shape[1:])
 
 
-def _activation_size(layers):
-    """Values a row of `layers`' outputs holds; 0 when they do not say."""
-    size = 0
+def _largest_activation(layers, unknown):
+    """Values in a row of the largest output of `layers`; 0 if none says.
+
+    `layers` are `(path, layer)` pairs; axes left None by the model (a
+    sequence's length) count as `unknown` values.
+    """
+    largest = 0
     for _, layer in layers:
         try:
             outputs = layer.output
-        except (AttributeError, ValueError):
+        except (AttributeError, ValueError):  # not in a graph, or shared
             continue
-        size += sum(
-            _row_size(tensor.shape) for tensor in keras.tree.flatten(outputs)
-        )
-    return size
+        for tensor in keras.tree.flatten(outputs):
+            largest = max(largest, _row_size(tensor.shape, unknown))
+    return largest
 
 
 def _pass_sizes(model, split, leaves, samples, batch_size):
     """`(chunk, copies)`: the rows of a pass, and the copies made of them.
 
     A pass holds at most `batch_size` rows, stacked copies included, or
-    by default as many as keep its activations within the budget: the
-    trunk's for `chunk` rows, the rest for `chunk * copies`.
+    by default as many as keep its largest activation within the budget:
+    the trunk's for `chunk` rows, the head's for `chunk * copies`. Axes
+    the model leaves None (a sequence's length, an image's size) are taken
+    to be as long as the longest axis of the inputs.
     """
     if batch_size is not None:
         copies = min(samples, batch_size)
         return max(1, batch_size // copies), copies
-    input_size = sum(_row_size(leaf.shape) for leaf in leaves)
+    unknown = max((size for leaf in leaves for size in leaf.shape[1:]), default=1)
+    input_size = max(_row_size(leaf.shape) for leaf in leaves)
+
+    def largest(layers):
+        inner = [pair for layer in layers for pair in _walk_including(layer)]
+        return _largest_activation(inner, unknown)
+
     if split is None:
         trunk_size = 0
-        stacked_size = input_size + (
-            _activation_size(selectors.walk(model))
-            or _UNKNOWN_MODEL_FACTOR * input_size
+        stacked_size = max(
+            input_size,
+            _largest_activation(selectors.walk(model), unknown)
+            or _UNKNOWN_MODEL_FACTOR * input_size,
         )
     else:
-        trunk_size = input_size + _activation_size(
-            (_, inner)
-            for layer in split.trunk_layers
-            for _, inner in _walk_including(layer)
-        )
-        stacked_size = _activation_size(
-            (_, inner)
-            for layer in split.head_layers
-            for _, inner in _walk_including(layer)
-        )
+        trunk_size = max(input_size, largest(split.trunk_layers))
+        stacked_size = largest(split.head_layers)
     budget = PASS_ELEMENTS.get(keras.backend.backend(), DEFAULT_PASS_ELEMENTS)
     copies = min(samples, max(1, budget // max(1, stacked_size)))
-    chunk = max(1, budget // max(1, trunk_size + copies * stacked_size))
+    chunk = max(1, budget // max(1, trunk_size, copies * stacked_size))
     return chunk, copies
 
 
@@ -385,16 +397,19 @@ class _Passes:
     Runs `count` passes at once over stacked copies of `rows`, drawing the
     masks from `generator`, and returns outputs shaped (count * rows, ...).
     With a split, its layer makes the copies; otherwise the rows are
-    stacked before the model sees them. Eager calls on TensorFlow and
-    PyTorch; on JAX, whose eager calls dispatch one small kernel at a time,
-    see `_JaxPasses`.
+    stacked before the model sees them. Eager calls on PyTorch; compiled
+    ones on TensorFlow and JAX, whose eager calls dispatch one small kernel
+    at a time (see `_TensorFlowPasses` and `_JaxPasses`).
     """
 
     @staticmethod
     def of(model, layers, split):
-        if keras.backend.backend() == "jax" and model.built:
-            return _JaxPasses.of(model, layers, split)
-        return _Passes(model, layers, split)
+        compiled = {"jax": _JaxPasses, "tensorflow": _TensorFlowPasses}.get(
+            keras.backend.backend()
+        )
+        if compiled is None or not model.built:  # a first call builds
+            return _Passes(model, layers, split)
+        return compiled.of(model, layers, split)
 
     def __init__(self, model, layers, split):
         self.model = model
@@ -413,16 +428,17 @@ class _Passes:
             return self.model(rows, training=False)
 
 
-class _JaxPasses:
-    """The passes of `_Passes` as one jitted, stateless JAX function.
+class _CompiledPasses:
+    """The passes of `_Passes`, compiled once per model and kept.
 
-    It takes the values of the model's variables (and of the generator's
-    state) as arguments. One instance is kept per model (while the model
-    lives and its variables, layers and rates stay the same), so that JAX's
-    compilation cache serves later `mc_predict` calls.
+    One instance is kept per model, while the model lives and its
+    variables, layers and rates stay the same, so that later `mc_predict`
+    calls reuse the compiled passes. The passes draw their masks from a
+    generator of their own (`seed_slot`), whose state each call takes from
+    its caller's generator and hands back.
     """
 
-    _by_model = weakref.WeakKeyDictionary()
+    _by_model = None  # a weakref.WeakKeyDictionary in each subclass
 
     @classmethod
     def of(cls, model, layers, split):
@@ -442,15 +458,53 @@ class _JaxPasses:
         return passes
 
     def __init__(self, model, layers, split, variables, key):
-        import jax
-
         self.key = key
         self.variables = variables
-        # The traced passes route the seed through this generator's state;
-        # each call passes in the value of its caller's generator.
-        seed_slot = keras.random.SeedGenerator(0)
+        self.seed_slot = keras.random.SeedGenerator(0)
         # The cache must not keep the model alive.
-        eager = _Passes(weakref.proxy(model), layers, split)
+        self.eager = _Passes(weakref.proxy(model), layers, split)
+
+
+class _TensorFlowPasses(_CompiledPasses):
+    """The passes as one `tf.function`, traced once per shape and count."""
+
+    _by_model = weakref.WeakKeyDictionary()
+
+    def __init__(self, model, layers, split, variables, key):
+        import tensorflow as tf
+
+        super().__init__(model, layers, split, variables, key)
+        eager, seed_slot = self.eager, self.seed_slot
+
+        def run(rows, count):
+            # A root name scope of our own: a graph refuses model names
+            # that begin with "_" as roots, where eager calls take them.
+            with tf.name_scope("mc_predict"):
+                return eager(rows, count, seed_slot)
+
+        self._run = tf.function(run)
+
+    def __call__(self, rows, count, generator):
+        self.seed_slot.state.assign(generator.state.value)
+        outputs = self._run(rows, count)
+        generator.state.assign(self.seed_slot.state.value)
+        return outputs
+
+
+class _JaxPasses(_CompiledPasses):
+    """The passes as one jitted, stateless JAX function.
+
+    It takes the values of the model's variables (and of the generator's
+    state) as arguments.
+    """
+
+    _by_model = weakref.WeakKeyDictionary()
+
+    def __init__(self, model, layers, split, variables, key):
+        import jax
+
+        super().__init__(model, layers, split, variables, key)
+        eager, seed_slot = self.eager, self.seed_slot
 
         def run(values, seed_value, rows, count):
             mapping = [*zip(variables, values, strict=True)]

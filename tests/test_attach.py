@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from serialization import assert_loads_in_fresh_process
 
-from keras_regkit import L1, L2, penalties, regularize, selectors
+from keras_regkit import L1, L2, GroupLasso, penalties, regularize, selectors
 
 
 def _l1(c):
@@ -749,6 +749,69 @@ def test_penalties_credits_a_shared_layer_once():
         penalties(model), {"shared": {"kernel": _l1(0.5)(kernel)}}
     )
     assert len(model.losses) == 1
+
+
+def _head_norms(kernel, head_axis):
+    """numpy reference: the L2 norm of each head's slice of `kernel`."""
+    moved = np.moveaxis(kernel, head_axis, 0)
+    return np.sqrt((moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1))
+
+
+def test_penalties_head_norms_match_numpy_per_attention_projection():
+    inputs = keras.Input((5, 6))
+    attention = keras.layers.MultiHeadAttention(
+        num_heads=3, key_dim=4, name="attention"
+    )
+    outputs = keras.layers.Dense(2, name="dense")(attention(inputs, inputs))
+    model = keras.Model(inputs, outputs)
+    regularize(
+        model, rules={"attention": GroupLasso(0.1, heads=3), "*": L2(0.2)}
+    )
+    value = attention.value_dense.kernel
+    switched_off = _numpy(value).copy()
+    switched_off[:, 1, :] = 0.0  # head 1 of the value projection
+    value.assign(switched_off)
+
+    found = penalties(model, head_norms=True)
+
+    for path, projection, head_axis in [
+        ("attention/query", attention.query_dense, 1),
+        ("attention/key", attention.key_dense, 1),
+        ("attention/value", attention.value_dense, 1),
+        ("attention/attention_output", attention.output_dense, 0),
+    ]:
+        kernel = _numpy(projection.kernel)
+        entry = found[path]["kernel"]
+        expected = _head_norms(kernel, head_axis)
+        np.testing.assert_allclose(entry["head_norms"], expected, rtol=1e-6)
+        np.testing.assert_allclose(
+            entry["penalty"],
+            0.1 * np.sqrt(kernel.size / 3) * expected.sum(),
+            rtol=1e-5,
+        )
+    assert found["attention/value"]["kernel"]["head_norms"][1] == 0.0
+    # Weights without head groups keep only their penalty.
+    dense = found["dense"]["kernel"]
+    assert set(dense) == {"penalty"}
+    np.testing.assert_allclose(
+        dense["penalty"],
+        _l2(0.2)(_numpy(model.get_layer("dense").kernel)),
+        rtol=1e-6,
+    )
+    # The same penalties as without head norms.
+    plain = penalties(model)
+    assert {
+        p: {w: e["penalty"] for w, e in ws.items()} for p, ws in found.items()
+    } == plain
+
+
+def test_penalties_head_norms_must_be_a_bool():
+    with pytest.raises(
+        TypeError,
+        match="head_norms must be True or False"
+        r".*head_norms='yes'",
+    ):
+        penalties(_mlp(), head_norms="yes")
 
 
 # --- errors --------------------------------------------------------------

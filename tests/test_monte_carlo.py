@@ -188,16 +188,25 @@ def test_batch_norm_stays_in_inference_mode():
 
 
 class _RowCounter(keras.layers.Layer):
-    """The identity; remembers the batch sizes it was called with."""
+    """The identity; remembers the batch sizes it was called with.
+
+    `seen` lists them as Python sees them (every eager call, or once per
+    trace of a compiled one); the variable `rows` adds them up as the
+    calls run (on JAX the compiled passes do not write it back).
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.seen = []
+        self.rows = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False
+        )
 
     def call(self, inputs):
         rows = inputs.shape[0]
-        if isinstance(rows, int):  # eager calls only, not shape inference
+        if isinstance(rows, int):  # concrete calls only, not shape inference
             self.seen.append(rows)
+            self.rows.assign_add(rows)
         return inputs
 
 
@@ -213,10 +222,11 @@ def test_no_pass_holds_more_rows_than_batch_size(batch_size):
     keras_regkit.mc_predict(model, x, samples=samples, batch_size=batch_size)
     assert max(counter.seen) <= batch_size
     if keras.backend.backend() == "jax":
-        return  # compiled: Python sees one trace per shape, not every pass
-    assert sum(counter.seen) == 10 * samples  # every row, every sample
-    # as few passes as the budget allows
-    assert len(counter.seen) <= math.ceil(10 * samples / batch_size) + 10
+        return  # compiled and stateless: the count is not written back
+    assert int(counter.rows.numpy()) == 10 * samples  # every row and sample
+    if keras.backend.backend() == "torch":  # eager: Python sees every pass
+        # as few passes as the budget allows
+        assert len(counter.seen) <= math.ceil(10 * samples / batch_size) + 10
 
 
 def test_default_budget_stacks_all_samples_in_one_pass_for_small_inputs():
@@ -246,6 +256,56 @@ def test_layers_before_the_first_dropout_run_once_per_row():
     assert (before.seen, after.seen) == ([10], [300])
 
 
+def _pass_budget(monkeypatch, values):
+    from keras_regkit import monte_carlo
+
+    monkeypatch.setattr(monte_carlo, "PASS_ELEMENTS", {})
+    monkeypatch.setattr(monte_carlo, "DEFAULT_PASS_ELEMENTS", values)
+
+
+def test_pass_size_follows_the_largest_activation_not_their_sum(monkeypatch):
+    before, after = _RowCounter(), _RowCounter()
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(40),
+            keras.layers.Dense(40),
+            keras.layers.Dense(40),
+            before,
+            Dropout(0.5),
+            keras.layers.Dense(20),
+            after,
+            keras.layers.Dense(1),
+        ]
+    )
+    _pass_budget(monkeypatch, 4000)
+    before.seen, after.seen = [], []
+    keras_regkit.mc_predict(model, _inputs(rows=100), samples=5)
+    # The head's largest output holds 40 values a row: 4000 // 40 = 100
+    # rows a pass, 20 of them copied 5 times; the trunk's widest is 40 too.
+    assert max(before.seen) == 20
+    assert max(after.seen) == 100
+
+
+def test_pass_size_takes_unknown_lengths_from_the_inputs(monkeypatch):
+    counter = _RowCounter()
+    model = keras.Sequential(
+        [
+            keras.Input((None, 4)),
+            Dropout(0.5),
+            keras.layers.Dense(16),
+            counter,
+            keras.layers.Dense(1),
+        ]
+    )
+    _pass_budget(monkeypatch, 16 * 50 * 10)
+    counter.seen = []
+    x = np.ones((30, 50, 4), "float32")  # sequences of 50 steps
+    keras_regkit.mc_predict(model, x, samples=3)
+    # 16 values for each of the 50 steps: 10 rows a pass, not 500
+    assert max(counter.seen) == 9  # 3 rows, 3 copies of each
+
+
 def test_first_dropout_inside_a_sub_model_tiles_the_inputs():
     inner = keras.Sequential([keras.Input((FEATURES,)), Dropout(0.3)])
     head = keras.layers.Dense(1, use_bias=False)
@@ -272,8 +332,10 @@ def test_padding_masks_are_stacked_with_the_rows():
     assert np.all(std > 0)
 
 
-@pytest.mark.jax_only
-def test_jax_compiles_once_for_repeated_calls():
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="PyTorch's passes are eager"
+)
+def test_compiled_passes_are_traced_once_for_repeated_calls():
     counter = _RowCounter()
     model = keras.Sequential(
         [keras.Input((FEATURES,)), Dropout(0.5), counter, keras.layers.Dense(1)]
@@ -286,6 +348,23 @@ def test_jax_compiles_once_for_repeated_calls():
     second = keras_regkit.mc_predict(model, x, samples=30)
     assert traced == 1 and len(counter.seen) == 1
     assert not np.array_equal(first[1], second[1])
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="PyTorch's passes are eager"
+)
+def test_compiled_passes_see_a_keras_layers_new_rate():
+    # Keras's layers hold their rates as Python floats, traced as constants
+    layer = keras.layers.Dropout(0.5)
+    model = _linear_model(layer)
+    x = _inputs()
+    keras_regkit.mc_predict(model, x, samples=4)
+    layer.rate = 0.0  # no dropout left: every pass is the prediction
+    with pytest.raises(ValueError, match="at least one dropout layer"):
+        keras_regkit.mc_predict(model, x, samples=4)
+    layer.rate = 0.3
+    mean, std = keras_regkit.mc_predict(model, x, samples=3000, seed=1)
+    _assert_matches_closed_form(mean, std, x, 0.3, 3000)
 
 
 def test_models_are_not_kept_alive():
