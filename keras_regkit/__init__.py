@@ -25,13 +25,19 @@ Example:
 
 __version__ = "0.1.0.dev0"
 
-from keras_regkit import callbacks, layers, regularizers, schedules
-from keras_regkit.attach import penalties, regularize
-from keras_regkit.monte_carlo import mc_predict
-from keras_regkit.penalty_plan import PenaltyPlan
+import importlib
+
+from keras_regkit import callbacks, layers, regularizers, schedules, selectors
+from keras_regkit._attach import penalties, regularize
+from keras_regkit._monte_carlo import mc_predict
+from keras_regkit._penalty_plan import PenaltyPlan
+from keras_regkit._shrinkage import shrink
+from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
-from keras_regkit.shrinkage import shrink
-from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
+
+# Public modules that need an optional package (keras-tuner, matplotlib):
+# imported on first use, so that `import keras_regkit` needs neither.
+_LAZY_MODULES = ("plot", "tuning")
 
 __all__ = [
     "ElasticNet",
@@ -47,8 +53,22 @@ __all__ = [
     "layers",
     "mc_predict",
     "penalties",
+    "plot",
     "regularize",
     "regularizers",
     "schedules",
+    "selectors",
     "shrink",
+    "tuning",
 ]
+
+
+def __getattr__(name):
+    """Imports `keras_regkit.plot` and `keras_regkit.tuning` when first used."""
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,7 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
-    from keras_regkit import demo
+    from keras_regkit import _demo as demo
 
     return demo.main(argv[1:])
 

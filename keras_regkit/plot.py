@@ -12,9 +12,17 @@ import math
 import keras
 import numpy as np
 
-from keras_regkit import attach
+from keras_regkit import _attach
 
 _TRAIN_COLOR, _VALIDATION_COLOR, _MARK_COLOR = "#1f77b4", "#d62728", "#555555"
+
+
+__all__ = [
+    "plot_learning_curves",
+    "plot_shrinkage_path",
+    "plot_strength_sweep",
+    "plot_weight_histograms",
+]
 
 
 def _new_figure(width=6.4, height=4.2, rows=1, columns=1):
@@ -132,7 +140,7 @@ def _named_weights(source, argument):
     if isinstance(source, keras.layers.Layer):
         return {
             name: np.ravel(keras.ops.convert_to_numpy(variable))
-            for name, variable in attach.selected_weights(source)
+            for name, variable in _attach.selected_weights(source)
         }
     if isinstance(source, dict):
         items = source.items()

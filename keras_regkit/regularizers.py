@@ -27,6 +27,18 @@ from keras import ops
 from keras_regkit import _kernels, _proximal, _validation
 from keras_regkit._config import ConfigByKeys
 
+__all__ = [
+    "ElasticNet",
+    "ExpAbs",
+    "GroupLasso",
+    "L1",
+    "L2",
+    "NAMES",
+    "get",
+    "serialize",
+    "with_strength",
+]
+
 _PACKAGE = "keras_regkit"
 _HALF_PRECISION = ("float16", "bfloat16")
 _FLOAT32_TINY = 1.1754943508222875e-38
@@ -717,7 +729,7 @@ def get(identifier):
     >>> get(serialize(ExpAbs(0.5)))
     ExpAbs(strength=0.5, scale=1.0)
     """
-    return resolve(identifier, "identifier")
+    return _resolve(identifier, "identifier")
 
 
 def with_strength(name, strength):
@@ -738,11 +750,11 @@ def with_strength(name, strength):
     >>> with_strength("exp_abs", 0.5)
     ExpAbs(strength=0.5, scale=1.0)
     """
-    cls = type(resolve(name, "name"))
+    cls = type(_resolve(name, "name"))
     return cls(**{key: strength for key in cls._strength_keys})
 
 
-def resolve(identifier, argument):
+def _resolve(identifier, argument):
     """`get(identifier)`, with errors naming `argument` as the culprit.
 
     For functions that take a regularizer identifier under another name.

@@ -21,6 +21,12 @@ import numpy as np
 from keras_regkit import _validation
 from keras_regkit._config import ConfigByKeys
 
+__all__ = [
+    "Constant",
+    "Curriculum",
+    "LinearRamp",
+]
+
 
 def _epoch(epoch):
     if isinstance(epoch, (bool, np.bool_)) or not isinstance(

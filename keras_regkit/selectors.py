@@ -34,6 +34,13 @@ import inspect
 
 import keras
 
+__all__ = [
+    "matches",
+    "select",
+    "sublayers",
+    "walk",
+]
+
 
 def sublayers(layer):
     """The layers directly inside `layer`, in the order Keras tracks them."""
@@ -84,17 +91,17 @@ def walk(model):
         enclosing layers with `/`. Input layers are left out; a layer shared
         by several parents appears once, under its first path.
     """
-    check_model(model)
+    _check_model(model)
     return [(path, layer) for path, layer, _ in _walk_with_ancestors(model)]
 
 
-def available(model):
+def _available(model):
     """The paths of `model`'s layers, quoted, for error messages."""
     names = [path for path, _ in walk(model)]
     return ", ".join(repr(name) for name in names) or "(none)"
 
 
-def check_model(model, name="model"):
+def _check_model(model, name="model"):
     """Raises a `TypeError` unless `model` is a Keras layer or model."""
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
@@ -104,7 +111,7 @@ def check_model(model, name="model"):
         )
 
 
-def check_selector(selector, name="layers"):
+def _check_selector(selector, name="layers"):
     """Raises a `TypeError` unless `selector` is a valid selector."""
     items = selector if isinstance(selector, (list, tuple)) else (selector,)
     if isinstance(selector, (list, tuple)) and not selector:
@@ -155,8 +162,8 @@ def select(model, selector):
         A list of `(path, layer)` pairs in `walk` order; empty when nothing
         matches.
     """
-    check_model(model)
-    check_selector(selector)
+    _check_model(model)
+    _check_selector(selector)
     return [
         (path, layer)
         for path, layer, ancestors in _walk_with_ancestors(model)
@@ -165,7 +172,7 @@ def select(model, selector):
     ]
 
 
-def first_match(selectors, model):
+def _first_match(selectors, model):
     """Pairs each layer of `model` with the first selector that picks it.
 
     Args:

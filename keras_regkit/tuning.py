@@ -24,9 +24,17 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess
         'pip install "keras-regkit[tuner]"'
     ) from error
 
-from keras_regkit import _validation, attach, regularizers, selectors
-from keras_regkit.callbacks.early_stopping import EarlyStopping
-from keras_regkit.callbacks.weight_shrinkage import WeightShrinkage
+from keras_regkit import _attach, _validation, regularizers, selectors
+from keras_regkit.callbacks._early_stopping import EarlyStopping
+from keras_regkit.callbacks._weight_shrinkage import WeightShrinkage
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "KINDS",
+    "RegularizedHyperModel",
+    "hp_dropout",
+    "hp_regularizer",
+]
 
 KINDS = ("none", "l1", "l2", "elastic_net", "exp_abs", "group_lasso")
 """The penalty kinds `hp_regularizer` can search."""
@@ -271,7 +279,7 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
                 f"build_model={build_model!r}"
             )
         if layers is not None:
-            selectors.check_selector(layers)
+            selectors._check_selector(layers)
         if early_stopping is not None and not isinstance(
             early_stopping, keras.callbacks.EarlyStopping | EarlyStopping
         ):
@@ -310,14 +318,14 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
             for path, layer in targets:
                 penalty = self._choice(hp, f"regularizer/{path}")
                 if penalty is not None:
-                    attach.regularize(
+                    _attach.regularize(
                         model, kernel=penalty, layers=_exactly(layer)
                     )
         else:
             penalty = self._choice(hp, "regularizer")
             if penalty is not None:
                 chosen = [layer for _, layer in targets]
-                attach.regularize(model, kernel=penalty, layers=_among(chosen))
+                _attach.regularize(model, kernel=penalty, layers=_among(chosen))
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
@@ -340,7 +348,7 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
         """The `(path, layer)` pairs whose kernels get the penalties."""
         names = {
             name.rsplit("/", 1)[0]
-            for name, _ in attach.selected_weights(model, self.layers)
+            for name, _ in _attach.selected_weights(model, self.layers)
         }
         return [
             (path, layer)

@@ -1,4 +1,4 @@
-"""Tests for keras_regkit.attach: `regularize` and `penalties`.
+"""Tests for keras_regkit._attach: `regularize` and `penalties`.
 
 Penalties are compared with numpy references computed from the weights, and
 every model is tiny so that the file runs in seconds on each backend.

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from keras_regkit import demo
-from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
+from keras_regkit import _demo as demo
+from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 
 FIGURES = (
     "learning_curves.png",

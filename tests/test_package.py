@@ -1,9 +1,12 @@
 """Tests for the package as a whole: public names, metadata, import cost."""
 
+import importlib
+import inspect
 import json
 import pathlib
 import re
 
+import keras
 import pytest
 from serialization import run_in_fresh_process
 
@@ -13,6 +16,148 @@ import keras_regkit
 @pytest.mark.parametrize("name", keras_regkit.__all__)
 def test_every_public_name_imports(name):
     assert getattr(keras_regkit, name) is not None
+
+
+# The public API, module by module: every other name is private (a leading
+# underscore on it or on its module). A change here is a change of API.
+PUBLIC_API = {
+    "keras_regkit": [
+        "ElasticNet",
+        "ExpAbs",
+        "GroupLasso",
+        "L1",
+        "L2",
+        "PenaltyPlan",
+        "ShrinkageReport",
+        "ShrinkageRow",
+        "__version__",
+        "callbacks",
+        "layers",
+        "mc_predict",
+        "penalties",
+        "plot",
+        "regularize",
+        "regularizers",
+        "schedules",
+        "selectors",
+        "shrink",
+        "tuning",
+    ],
+    "keras_regkit.callbacks": [
+        "DropoutScheduler",
+        "EarlyStopping",
+        "PenaltyScheduler",
+        "ProximalStep",
+        "RegularizationMonitor",
+        "WeightShrinkage",
+    ],
+    "keras_regkit.layers": ["DropPath", "Dropout", "convert_dropout"],
+    "keras_regkit.plot": [
+        "plot_learning_curves",
+        "plot_shrinkage_path",
+        "plot_strength_sweep",
+        "plot_weight_histograms",
+    ],
+    "keras_regkit.regularizers": [
+        "ElasticNet",
+        "ExpAbs",
+        "GroupLasso",
+        "L1",
+        "L2",
+        "NAMES",
+        "get",
+        "serialize",
+        "with_strength",
+    ],
+    "keras_regkit.schedules": ["Constant", "Curriculum", "LinearRamp"],
+    "keras_regkit.selectors": ["matches", "select", "sublayers", "walk"],
+    "keras_regkit.tuning": [
+        "DEFAULT_KINDS",
+        "KINDS",
+        "RegularizedHyperModel",
+        "hp_dropout",
+        "hp_regularizer",
+    ],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_API))
+def test_public_api_is_pinned(module_name):
+    module = importlib.import_module(module_name)
+    assert sorted(module.__all__) == PUBLIC_API[module_name]
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_API))
+def test_every_public_looking_name_is_exported(module_name):
+    # A function or class defined in a public module under a name without
+    # a leading underscore is public API: it must be in `__all__`.
+    module = importlib.import_module(module_name)
+    defined_here = [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module_name
+    ]
+    assert set(defined_here) <= set(module.__all__)
+
+
+def test_implementation_modules_are_private():
+    package = pathlib.Path(keras_regkit.__file__).parent
+    public_files = {
+        str(path.relative_to(package.parent).with_suffix("")).replace("/", ".")
+        for path in package.rglob("*.py")
+        if not any(
+            part.startswith("_") for part in path.relative_to(package).parts
+        )
+    }
+    public_modules = {name for name in PUBLIC_API if name != "keras_regkit"}
+    packages = {"keras_regkit.callbacks", "keras_regkit.layers"}
+    assert public_files == public_modules - packages
+
+
+@pytest.mark.slow
+def test_plot_and_tuning_are_imported_on_first_use():
+    output = run_in_fresh_process(
+        """
+        import json, sys
+        import keras_regkit as kr
+        before = [m in sys.modules for m in
+                  ("keras_regkit.tuning", "keras_regkit.plot", "keras_tuner")]
+        hypermodel = kr.tuning.RegularizedHyperModel
+        figure = kr.plot.plot_learning_curves
+        after = [m in sys.modules for m in
+                 ("keras_regkit.tuning", "keras_regkit.plot")]
+        try:
+            kr.no_such_name
+        except AttributeError as error:
+            message = str(error)
+        print(json.dumps([before, after, hypermodel.__name__, message,
+                          "tuning" in dir(kr)]))
+        """
+    )
+    before, after, hypermodel, message, listed = json.loads(
+        output.strip().splitlines()[-1]
+    )
+    assert before == [False, False, False]
+    assert after == [True, True]
+    assert hypermodel == "RegularizedHyperModel"
+    assert message == "module 'keras_regkit' has no attribute 'no_such_name'"
+    assert listed
+
+
+def test_files_saved_with_the_old_module_paths_still_load():
+    # Before 0.1.0 the classes lived in public-looking modules
+    # (keras_regkit.layers.dropout); a saved config names its module, but
+    # Keras finds registered classes by their registered name.
+    config = keras.saving.serialize_keras_object(
+        keras_regkit.layers.Dropout(0.3, name="drop")
+    )
+    assert config["module"] == "keras_regkit.layers._dropout"
+    config["module"] = "keras_regkit.layers.dropout"
+    layer = keras.saving.deserialize_keras_object(config)
+    assert isinstance(layer, keras_regkit.layers.Dropout)
+    assert layer.rate == 0.3
 
 
 def test_version_is_pep440():

@@ -283,7 +283,7 @@ def test_predicate_sees_layers_and_its_result_is_used_as_a_bool():
 
 
 def test_first_match_gives_each_layer_the_first_selector_that_picks_it():
-    matched = selectors.first_match(["head", "dense*", "*"], _nested())
+    matched = selectors._first_match(["head", "dense*", "*"], _nested())
     assert [(path, index) for path, _, index in matched] == [
         ("encoder", 2),
         ("encoder/dense", 1),
@@ -296,7 +296,7 @@ def test_first_match_gives_each_layer_the_first_selector_that_picks_it():
 def test_first_match_counts_enclosing_layers():
     # "encoder" is listed first, so it wins for everything inside it, even
     # where a later selector names the layer itself.
-    matched = selectors.first_match(["encoder", "dense"], _nested())
+    matched = selectors._first_match(["encoder", "dense"], _nested())
     assert [(path, index) for path, _, index in matched] == [
         ("encoder", 0),
         ("encoder/dense", 0),
@@ -306,11 +306,11 @@ def test_first_match_counts_enclosing_layers():
 
 
 def test_first_match_leaves_out_layers_no_selector_picks():
-    matched = selectors.first_match([keras.layers.Dropout], _nested())
+    matched = selectors._first_match([keras.layers.Dropout], _nested())
     assert [(path, index) for path, _, index in matched] == [
         ("encoder/dropout", 0)
     ]
-    assert selectors.first_match(["nothing"], _nested()) == []
+    assert selectors._first_match(["nothing"], _nested()) == []
 
 
 # --- argument checks ------------------------------------------------------
@@ -329,7 +329,7 @@ def test_first_match_leaves_out_layers_no_selector_picks():
     ids=["name", "glob", "class", "predicate", "list", "tuple"],
 )
 def test_check_selector_accepts_valid_selectors(selector):
-    selectors.check_selector(selector)
+    selectors._check_selector(selector)
 
 
 @pytest.mark.parametrize(
@@ -347,17 +347,17 @@ def test_check_selector_accepts_valid_selectors(selector):
 )
 def test_check_selector_errors(selector, error, match):
     with pytest.raises(error, match=match):
-        selectors.check_selector(selector)
+        selectors._check_selector(selector)
 
 
 def test_check_selector_rejects_a_layer_instance():
     with pytest.raises(TypeError, match=r"argument `layers`.*name=dense"):
-        selectors.check_selector(keras.layers.Dense(1, name="dense"))
+        selectors._check_selector(keras.layers.Dense(1, name="dense"))
 
 
 def test_check_selector_names_the_argument():
     with pytest.raises(TypeError, match=r"argument `rules`.*rules=3"):
-        selectors.check_selector(3, name="rules")
+        selectors._check_selector(3, name="rules")
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ def test_check_selector_names_the_argument():
     [
         selectors.walk,
         lambda model: selectors.select(model, "*"),
-        selectors.check_model,
+        selectors._check_model,
     ],
     ids=["walk", "select", "check_model"],
 )

@@ -7,8 +7,8 @@ dropout layers of an existing model, a pretrained one for instance, into
 these.
 """
 
-from keras_regkit.layers.conversion import convert_dropout
-from keras_regkit.layers.drop_path import DropPath
-from keras_regkit.layers.dropout import Dropout
+from keras_regkit.layers._conversion import convert_dropout
+from keras_regkit.layers._drop_path import DropPath
+from keras_regkit.layers._dropout import Dropout
 
 __all__ = ["DropPath", "Dropout", "convert_dropout"]

@@ -31,13 +31,13 @@ from keras_regkit import (
     ElasticNet,
     ExpAbs,
     GroupLasso,
+    _attach,
+    _shrinkage,
     _validation,
-    attach,
     callbacks,
     plot,
     regularize,
     shrink,
-    shrinkage,
 )
 from keras_regkit.layers import Dropout
 
@@ -222,7 +222,7 @@ def _shrunk(seed, steps, train, test, ticker):
     if level is not None:
         # `shrink(method="scale")` multiplies the weights it selects (by
         # default every kernel) by 1 / (1 + level).
-        for _, variable in attach.selected_weights(model):
+        for _, variable in _attach.selected_weights(model):
             variable.assign(variable / (1.0 + level))
     return model, steps, {"held_out": held_out, "before": before}
 
@@ -239,7 +239,7 @@ def _chosen_level(reports):
         dataclasses.replace(row, metric=float(mean))
         for row, mean in zip(first.rows, means, strict=True)
     ]
-    chosen = shrinkage.choose(
+    chosen = _shrinkage.choose(
         rows, mode=first.mode, select=first.select, tolerance=first.tolerance
     )
     return rows[chosen].level

@@ -12,7 +12,7 @@ import json
 
 import keras
 
-from keras_regkit import _saving, attach, regularizers, selectors
+from keras_regkit import _attach, _saving, regularizers, selectors
 
 
 class PenaltyPlan:
@@ -63,7 +63,7 @@ class PenaltyPlan:
                     f"Received: {path!r}: {weights!r}"
                 )
             self.penalties[path] = {
-                name: regularizers.resolve(
+                name: regularizers._resolve(
                     penalty, f"penalties[{path!r}][{name!r}]"
                 )
                 for name, penalty in weights.items()
@@ -76,9 +76,9 @@ class PenaltyPlan:
         Frozen weights are included: their penalties count again once they
         are trainable.
         """
-        selectors.check_model(model)
+        selectors._check_model(model)
         found = {}
-        for path, _, variable in attach.owned_weights(model):
+        for path, _, variable in _attach.owned_weights(model):
             if variable.regularizer is not None:
                 found.setdefault(path, {})[variable.name] = variable.regularizer
         return cls(found)
@@ -96,10 +96,10 @@ class PenaltyPlan:
             ValueError: when a layer path or weight name of the plan is not
                 in `model`, before anything changes.
         """
-        selectors.check_model(model)
+        selectors._check_model(model)
         weights = {
             (path, variable.name): (layer, variable)
-            for path, layer, variable in attach.owned_weights(model)
+            for path, layer, variable in _attach.owned_weights(model)
         }
         missing = [
             f"{path}/{name}"
@@ -111,14 +111,14 @@ class PenaltyPlan:
             raise ValueError(
                 "The plan names weights that the model does not have: "
                 f"{', '.join(missing)}. Layers available: "
-                f"{selectors.available(model)}"
+                f"{selectors._available(model)}"
             )
         for path, names in self.penalties.items():
             for name, penalty in names.items():
                 layer, variable = weights[(path, name)]
-                attach.set_weight_penalty(layer, variable, penalty)
+                _attach.set_weight_penalty(layer, variable, penalty)
         _saving.sync_attention_penalties(model)
-        attach.refresh_compiled_functions(model)
+        _attach.refresh_compiled_functions(model)
         return model
 
     def get_config(self):

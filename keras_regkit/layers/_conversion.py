@@ -5,8 +5,8 @@ import warnings
 
 import keras
 
-from keras_regkit import _saving, _validation, attach, selectors
-from keras_regkit.layers.dropout import Dropout
+from keras_regkit import _attach, _saving, _validation, selectors
+from keras_regkit.layers._dropout import Dropout
 
 # Where Keras's spatial dropouts share their masks: every axis but the
 # batch and the channels, for inputs of rank 3, 4 and 5.
@@ -70,10 +70,10 @@ def convert_dropout(model, *, mc=False):
     ['dropout']
     >>> layer = model.get_layer("dropout")
     >>> type(layer).__module__, layer.rate
-    ('keras_regkit.layers.dropout', 0.5)
+    ('keras_regkit.layers._dropout', 0.5)
     >>> layer.rate = 0.2  # takes effect at the next step, compiled or not
     """
-    selectors.check_model(model)
+    selectors._check_model(model)
     mc = _validation.flag("mc", mc)
     found = _convertible(model)
     whole = [path for path, layer in found if layer.rate >= 1]
@@ -95,7 +95,7 @@ def convert_dropout(model, *, mc=False):
             UserWarning,
             stacklevel=2,
         )
-    attach.refresh_compiled_functions(model)
+    _attach.refresh_compiled_functions(model)
     return [path for path, _ in found]
 
 

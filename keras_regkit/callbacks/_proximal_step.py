@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_regkit import attach, regularizers, selectors
+from keras_regkit import _attach, regularizers, selectors
 
 
 def _proximal_penalty(regularizer):
@@ -150,7 +150,7 @@ class ProximalStep(keras.callbacks.Callback):
     def __init__(self, layers=None):
         super().__init__()
         if layers is not None:
-            selectors.check_selector(layers)
+            selectors._check_selector(layers)
         self.layers = layers
         self._variables = []
 
@@ -169,7 +169,7 @@ class ProximalStep(keras.callbacks.Callback):
             self._variables.append(variable)
         # `fit` built its train function before this callback ran; the
         # constraints and losses are read when a step is traced.
-        attach.refresh_compiled_functions(self.model)
+        _attach.refresh_compiled_functions(self.model)
 
     def on_train_end(self, logs=None):
         self.release(self.model)
@@ -196,7 +196,7 @@ class ProximalStep(keras.callbacks.Callback):
                 variable.constraint = constraint.constraint
                 restored += 1
         if restored:
-            attach.refresh_compiled_functions(model)
+            _attach.refresh_compiled_functions(model)
         return restored
 
     def _targets(self):

@@ -63,7 +63,7 @@ class DropoutScheduler(keras.callbacks.Callback):
     def __init__(self, schedule, layers=None, verbose=0):
         super().__init__()
         if layers is not None:
-            selectors.check_selector(layers, "layers")
+            selectors._check_selector(layers, "layers")
         self.schedule = _validation.schedule("schedule", schedule, "a rate")
         self.layers = layers
         self.verbose = _validation.verbosity("verbose", verbose)

@@ -93,7 +93,7 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     >>> bool(np.all(std > 0))  # the passes differ
     True
     """
-    selectors.check_model(model)
+    selectors._check_model(model)
     samples = _validation.positive_int("samples", samples)
     if batch_size is not None:
         batch_size = _validation.positive_int("batch_size", batch_size)
@@ -351,7 +351,9 @@ def _pass_sizes(model, split, leaves, samples, batch_size):
     if batch_size is not None:
         copies = min(samples, batch_size)
         return max(1, batch_size // copies), copies
-    unknown = max((size for leaf in leaves for size in leaf.shape[1:]), default=1)
+    unknown = max(
+        (size for leaf in leaves for size in leaf.shape[1:]), default=1
+    )
     input_size = max(_row_size(leaf.shape) for leaf in leaves)
 
     def largest(layers):

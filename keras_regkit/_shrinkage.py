@@ -12,15 +12,15 @@ import numpy as np
 from keras import ops
 
 from keras_regkit import (
+    _attach,
     _metrics,
     _proximal,
     _validation,
     _weights,
-    attach,
     regularizers,
     selectors,
 )
-from keras_regkit.shrinkage_report import ShrinkageReport, ShrinkageRow
+from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 
 METHODS = ("scale", "soft_threshold", "prune", "penalty")
 SELECTIONS = ("best", "sparsest_within")
@@ -306,7 +306,7 @@ class _Walk:
             for variable in self.variables:
                 variable.regularizer = penalty
             if self.options["proximal"] and hasattr(penalty, "prox"):
-                from keras_regkit.callbacks.proximal_step import ProximalStep
+                from keras_regkit.callbacks._proximal_step import ProximalStep
 
                 callbacks.append(ProximalStep(layers=self.options["layers"]))
         elif masks is not None:
@@ -314,7 +314,7 @@ class _Walk:
                 self.variables, masks, self.saved_constraints, strict=True
             ):
                 variable.constraint = _HoldZeros(mask, constraint)
-        attach.refresh_compiled_functions(self.model)
+        _attach.refresh_compiled_functions(self.model)
         self.model.fit(
             **self.options["finetune_arguments"],
             batch_size=self.options["batch_size"],
@@ -333,7 +333,7 @@ class _Walk:
         ):
             variable.regularizer = regularizer
             variable.constraint = constraint
-        attach.refresh_compiled_functions(self.model)
+        _attach.refresh_compiled_functions(self.model)
 
 
 def shrink(
@@ -607,7 +607,7 @@ def check_options(
     """
     method = _validation.choice("method", method, METHODS)
     if layers is not None:
-        selectors.check_selector(layers)
+        selectors._check_selector(layers)
     if method == "penalty" and finetune_data is None:
         raise ValueError(
             "method='penalty' fine-tunes the model at each strength: pass "
@@ -691,7 +691,7 @@ def run(model, validation_arguments, options):
         mode=_resolve_mode(model, options["monitor"], options["mode"]),
         variables=[
             variable
-            for _, variable in attach.selected_weights(
+            for _, variable in _attach.selected_weights(
                 model, options["layers"], options["bias"]
             )
         ],

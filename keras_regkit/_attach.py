@@ -86,7 +86,7 @@ def _role_penalties(given, argument=None):
     covers the depthwise and pointwise kernels, implicitly).
     """
     chosen = {
-        role: regularizers.resolve(
+        role: regularizers._resolve(
             value, role if argument is None else f"{argument}[{role!r}]"
         )
         for role, value in given.items()
@@ -113,7 +113,7 @@ def _rule_penalties(selector, spec):
                 f"Received: {argument}={spec!r}"
             )
         return _role_penalties(spec, argument)
-    return _role_penalties({"kernel": regularizers.resolve(spec, argument)})
+    return _role_penalties({"kernel": regularizers._resolve(spec, argument)})
 
 
 def _parse(role_arguments, layers, rules):
@@ -131,7 +131,7 @@ def _parse(role_arguments, layers, rules):
                 "removes a penalty), or `rules`."
             )
         if layers is not None:
-            selectors.check_selector(layers)
+            selectors._check_selector(layers)
         return ["*" if layers is None else layers], [chosen], [given]
     if layers is not None or any(
         value is not UNCHANGED for value in role_arguments.values()
@@ -152,7 +152,7 @@ def _parse(role_arguments, layers, rules):
             "one rule. Received: rules={}"
         )
     for selector in rules:
-        selectors.check_selector(selector, name="rules")
+        selectors._check_selector(selector, name="rules")
     parsed = [_rule_penalties(key, spec) for key, spec in rules.items()]
     return list(rules), [p for p, _ in parsed], [e for _, e in parsed]
 
@@ -167,7 +167,7 @@ def _check_every_selector_matches(model, selector_list, matched, argument):
             what = "no layer"
         raise ValueError(
             f"The selector {selector!r} (argument `{argument}`) matches "
-            f"{what}. Layers available: {selectors.available(model)}"
+            f"{what}. Layers available: {selectors._available(model)}"
         )
 
 
@@ -334,7 +334,7 @@ def regularize(
     >>> len(model.losses)
     0
     """
-    selectors.check_model(model)
+    selectors._check_model(model)
     role_arguments = {
         "kernel": kernel,
         "bias": bias,
@@ -344,7 +344,7 @@ def regularize(
         "pointwise": pointwise,
     }
     selector_list, plans, explicit = _parse(role_arguments, layers, rules)
-    matched = selectors.first_match(selector_list, model)
+    matched = selectors._first_match(selector_list, model)
     argument = "layers" if rules is None else "rules"
     _check_every_selector_matches(model, selector_list, matched, argument)
     # Everything is checked before the first change, so that an error leaves
@@ -354,7 +354,7 @@ def regularize(
         raise ValueError(
             "No chosen layer holds a weight of the kind "
             f"{', '.join(repr(role) for role in sorted(missing))}. "
-            f"Layers available: {selectors.available(model)}"
+            f"Layers available: {selectors._available(model)}"
         )
     frozen = []
     for layer, role, penalty in changes:
@@ -418,7 +418,7 @@ def penalties(model, head_norms=False):
     >>> [round(norm, 4) for norm in norms]  # sqrt(12), then 0
     [3.4641, 0.0]
     """
-    selectors.check_model(model)
+    selectors._check_model(model)
     if not isinstance(head_norms, bool):
         raise TypeError(
             f"penalties: head_norms must be True or False. Received: "
@@ -489,16 +489,16 @@ def selected_weights(model, layers=None, bias=False):
         ValueError: when `layers` matches no layer, or the layers chosen
             hold no such weight.
     """
-    selectors.check_model(model)
+    selectors._check_model(model)
     if layers is None:
         chosen = selectors.walk(model)
     else:
-        selectors.check_selector(layers)
+        selectors._check_selector(layers)
         chosen = selectors.select(model, layers)
         if not chosen:
             raise ValueError(
                 f"The selector {layers!r} (argument `layers`) matches no "
-                f"layer. Layers available: {selectors.available(model)}"
+                f"layer. Layers available: {selectors._available(model)}"
             )
     found, seen = [], set()
     for path, layer in chosen:
@@ -515,6 +515,6 @@ def selected_weights(model, layers=None, bias=False):
         raise ValueError(
             "The layers chosen hold no trainable kernel"
             f"{' or bias' if bias else ''}. Layers available: "
-            f"{selectors.available(model)}"
+            f"{selectors._available(model)}"
         )
     return found

@@ -4,7 +4,7 @@ import copy
 
 import keras
 
-from keras_regkit import shrinkage
+from keras_regkit import _shrinkage
 
 
 def _fit_validation(model):
@@ -93,11 +93,11 @@ class WeightShrinkage(keras.callbacks.Callback):
 
     def __init__(self, validation_data=None, **shrink_options):
         super().__init__()
-        self.options = shrinkage.check_options(**shrink_options)
+        self.options = _shrinkage.check_options(**shrink_options)
         self.shrink_options = shrink_options
         self.validation_arguments = None
         if validation_data is not None:
-            self.validation_arguments = shrinkage.data_arguments(
+            self.validation_arguments = _shrinkage.data_arguments(
                 validation_data, "validation_data"
             )
         self.validation_data = validation_data
@@ -152,7 +152,7 @@ class WeightShrinkage(keras.callbacks.Callback):
                 self.model.history = history
 
     def _shrink(self, validation_arguments, history):
-        self.report = shrinkage.run(
+        self.report = _shrinkage.run(
             self.model, validation_arguments, self.options
         )
         if callable(validation_arguments):

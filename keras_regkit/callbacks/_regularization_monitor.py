@@ -5,8 +5,8 @@ import copy
 import keras
 from keras import ops
 
-from keras_regkit import _validation, attach, selectors
-from keras_regkit.callbacks.proximal_step import current_penalty
+from keras_regkit import _attach, _validation, selectors
+from keras_regkit.callbacks._proximal_step import current_penalty
 from keras_regkit.regularizers import GroupLasso
 
 # Weight names that count as kernels; biases, normalization scales and other
@@ -138,14 +138,14 @@ class RegularizationMonitor(keras.callbacks.Callback):
     def __init__(self, layers=None, zero_tol=0.0):
         super().__init__()
         if layers is not None:
-            selectors.check_selector(layers, "layers")
+            selectors._check_selector(layers, "layers")
         self.layers = layers
         self.zero_tol = _validation.non_negative_float("zero_tol", zero_tol)
         self._weights = None
         self._kernels = None
 
     def on_train_begin(self, logs=None):
-        self._weights = attach.owned_weights(self.model)
+        self._weights = _attach.owned_weights(self.model)
         self._kernels = self._find_kernels()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -170,7 +170,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
             A dict from the log keys described above to Python floats.
         """
         model = self.model  # on JAX, writes fit's state back to the model
-        weights = self._weights or attach.owned_weights(model)
+        weights = self._weights or _attach.owned_weights(model)
         kernels = self._kernels
         if kernels is None:
             kernels = self._find_kernels()
@@ -212,7 +212,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
     def _find_kernels(self):
         """`(key, variable)` for each kernel to report, in layer order."""
         model = self.model
-        weights = self._weights or attach.owned_weights(model)
+        weights = self._weights or _attach.owned_weights(model)
         kernels = [
             (path, layer, variable)
             for path, layer, variable in weights
@@ -225,7 +225,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
                     f"RegularizationMonitor: the selector {self.layers!r} "
                     f"(argument `layers`) matches no layer of model "
                     f"{model.name!r}. Layers available: "
-                    f"{selectors.available(model)}"
+                    f"{selectors._available(model)}"
                 )
             ids = {id(layer) for _, layer in chosen}
             with_kernels = list(dict.fromkeys(path for path, _, _ in kernels))

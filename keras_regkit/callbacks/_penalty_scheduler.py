@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_regkit import _validation, attach, selectors
-from keras_regkit.callbacks.proximal_step import current_penalty, set_penalty
-from keras_regkit.callbacks.regularization_monitor import (
+from keras_regkit import _attach, _validation, selectors
+from keras_regkit.callbacks._proximal_step import current_penalty, set_penalty
+from keras_regkit.callbacks._regularization_monitor import (
     _copy_settings,
 )
 
@@ -138,7 +138,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
     def __init__(self, schedule, layers=None, verbose=0):
         super().__init__()
         if layers is not None:
-            selectors.check_selector(layers, "layers")
+            selectors._check_selector(layers, "layers")
         self.schedule = _validation.schedule("schedule", schedule, "a factor")
         self.layers = layers
         self.verbose = _validation.verbosity("verbose", verbose)
@@ -172,7 +172,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
                     self._scaled(target.base, changed[target.path], scaled)
                 )
         self._current.update(changed)
-        attach.refresh_compiled_functions(self.model)
+        _attach.refresh_compiled_functions(self.model)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}.")
 
@@ -200,7 +200,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
         for target in reversed(self._targets):
             target.restore()
         if any(factor != 1.0 for factor in self._current.values()):
-            attach.refresh_compiled_functions(self._targets_model)
+            _attach.refresh_compiled_functions(self._targets_model)
         # Hold no reference to the model's layers.
         self._targets = None
         self._current = None
@@ -229,7 +229,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
     def _find_targets(self):
         """The penalised trainable weights this callback schedules."""
         model = self.model
-        weights = attach.owned_weights(model)
+        weights = _attach.owned_weights(model)
         if self.layers is not None:
             chosen = selectors.select(model, self.layers)
             if not chosen:
@@ -237,7 +237,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
                     f"PenaltyScheduler: the selector {self.layers!r} "
                     "(argument `layers`) matches no layer of model "
                     f"{model.name!r}. Layers available: "
-                    f"{selectors.available(model)}"
+                    f"{selectors._available(model)}"
                 )
             ids = {id(layer) for _, layer in chosen}
             weights = [entry for entry in weights if id(entry[1]) in ids]
@@ -280,12 +280,12 @@ class PenaltyScheduler(keras.callbacks.Callback):
     def _factors_by_key(self, epoch, value, targets):
         keys = list(value)
         for key in keys:
-            selectors.check_selector(key, name="schedule key")
+            selectors._check_selector(key, name="schedule key")
         paths = set(_paths(targets))
         # The first key matching a layer or one enclosing it, as `rules=`.
         index_of = {
             path: index
-            for path, _, index in selectors.first_match(keys, self.model)
+            for path, _, index in selectors._first_match(keys, self.model)
             if path in paths
         }
         factors = {}
