@@ -21,7 +21,7 @@ demonstrates the same here: it starts two processes on 127.0.0.1 and checks
 that they end with the same weights.
 
 Run: `KERAS_BACKEND=jax python examples/multi_host_jax.py [--quick]`
-(needs `pip install "keras-regkit[tensorflow]" jax`: the data is a
+(needs `pip install "keras-regkit[tensorflow-cpu]" jax`: the data is a
 `tf.data.Dataset`, which Keras shards between the processes).
 """
 

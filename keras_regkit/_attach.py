@@ -15,7 +15,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_regkit import _saving, regularizers, selectors
+from keras_regkit import _penalty_state, _saving, regularizers, selectors
 
 
 class _Unchanged:
@@ -236,21 +236,6 @@ def _warn_if_unsaved(model, changes):
     )
 
 
-def refresh_compiled_functions(model):
-    """Makes the next `fit`/`evaluate` trace a train/test step anew.
-
-    Keras reads penalties and constraints when it traces a step. `fit` looks
-    `model.train_function` up at every step, so a function rebuilt between
-    epochs (or in `on_train_begin`) is used from the next step on.
-    """
-    if not isinstance(model, keras.Model):
-        return
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
-    if getattr(model, "test_function", None) is not None:
-        model.make_test_function(force=True)
-
-
 def regularize(
     model,
     kernel=UNCHANGED,
@@ -368,7 +353,7 @@ def regularize(
             UserWarning,
             stacklevel=2,
         )
-    refresh_compiled_functions(model)
+    _penalty_state.refresh_compiled_functions(model)
     return model
 
 

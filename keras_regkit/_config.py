@@ -1,5 +1,9 @@
 """Config, equality and repr for objects described by their arguments."""
 
+# The package name every saved class is registered under: a `.keras` file
+# names them "keras_regkit>L2", "keras_regkit>Dropout", ...
+PACKAGE = "keras_regkit"
+
 
 class ConfigByKeys:
     """Mixin: `get_config`, `==`, `hash` and `repr` from `_config_keys`.

@@ -12,7 +12,13 @@ import json
 
 import keras
 
-from keras_regkit import _attach, _saving, regularizers, selectors
+from keras_regkit import (
+    _attach,
+    _penalty_state,
+    _saving,
+    regularizers,
+    selectors,
+)
 
 
 class PenaltyPlan:
@@ -118,7 +124,7 @@ class PenaltyPlan:
                 layer, variable = weights[(path, name)]
                 _attach.set_weight_penalty(layer, variable, penalty)
         _saving.sync_attention_penalties(model)
-        _attach.refresh_compiled_functions(model)
+        _penalty_state.refresh_compiled_functions(model)
         return model
 
     def get_config(self):

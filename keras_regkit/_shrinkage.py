@@ -14,6 +14,7 @@ from keras import ops
 from keras_regkit import (
     _attach,
     _metrics,
+    _penalty_state,
     _proximal,
     _validation,
     _weights,
@@ -300,28 +301,35 @@ class _Walk:
 
     def finetune(self, level, masks):
         """Fine-tunes the model at `level`, holding the zeros of `masks`."""
-        callbacks = []
+        proximal = False
         if self.options["method"] == "penalty":
             penalty = self.options["penalty_factory"](level)
             for variable in self.variables:
                 variable.regularizer = penalty
             if self.options["proximal"] and hasattr(penalty, "prox"):
-                from keras_regkit.callbacks._proximal_step import ProximalStep
-
-                callbacks.append(ProximalStep(layers=self.options["layers"]))
+                proximal = True
+                _penalty_state.start_proximal_steps(
+                    self.model,
+                    _penalty_state.proximal_targets(
+                        self.model, self.options["layers"]
+                    ),
+                )
         elif masks is not None:
             for variable, mask, constraint in zip(
                 self.variables, masks, self.saved_constraints, strict=True
             ):
                 variable.constraint = _HoldZeros(mask, constraint)
-        _attach.refresh_compiled_functions(self.model)
-        self.model.fit(
-            **self.options["finetune_arguments"],
-            batch_size=self.options["batch_size"],
-            epochs=self.options["finetune_epochs"],
-            verbose=0,
-            callbacks=callbacks,
-        )
+        _penalty_state.refresh_compiled_functions(self.model)
+        try:
+            self.model.fit(
+                **self.options["finetune_arguments"],
+                batch_size=self.options["batch_size"],
+                epochs=self.options["finetune_epochs"],
+                verbose=0,
+            )
+        finally:
+            if proximal:
+                _penalty_state.release_proximal_steps(self.model)
         self.restore_settings()
 
     def restore_settings(self):
@@ -333,7 +341,7 @@ class _Walk:
         ):
             variable.regularizer = regularizer
             variable.constraint = constraint
-        _attach.refresh_compiled_functions(self.model)
+        _penalty_state.refresh_compiled_functions(self.model)
 
 
 def shrink(

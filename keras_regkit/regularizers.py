@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_regkit import _kernels, _proximal, _validation
+from keras_regkit import _config, _kernels, _proximal, _validation
 from keras_regkit._config import ConfigByKeys
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "with_strength",
 ]
 
-_PACKAGE = "keras_regkit"
 _HALF_PRECISION = ("float16", "bfloat16")
 _FLOAT32_TINY = 1.1754943508222875e-38
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -181,7 +180,7 @@ class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
         raise NotImplementedError
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class L1(_Penalty):
     """Lasso penalty: `l1 * sum(|w|)`.
 
@@ -224,7 +223,7 @@ class L1(_Penalty):
         return _with_gradient(value_and_gradient, x)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class L2(_Penalty):
     """Ridge penalty in Keras's convention: `l2 * sum(w**2)`.
 
@@ -313,7 +312,7 @@ class L2(_Penalty):
         return _with_gradient(value_and_gradient, x)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class ElasticNet(_Penalty):
     """Elastic-net penalty: `l1 * sum(|w|) + l2 * sum(w**2)`.
 
@@ -417,7 +416,7 @@ def _check_exp_abs_bounds(strength, scale):
         )
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class ExpAbs(_Penalty):
     """Exponential penalty: `strength * sum(exp(|w| / scale) - 1)`.
 
@@ -542,7 +541,7 @@ class ExpAbs(_Penalty):
         return _with_gradient(value_and_gradient, x)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class GroupLasso(_Penalty):
     """Group lasso: `strength * sum_g sqrt(|g|) * ||w_g||_2`.
 

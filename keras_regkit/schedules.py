@@ -18,7 +18,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_regkit import _validation
+from keras_regkit import _config, _validation
 from keras_regkit._config import ConfigByKeys
 
 __all__ = [
@@ -52,7 +52,7 @@ class _Schedule(ConfigByKeys):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package="keras_regkit")
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class Constant(_Schedule):
     """The same rate at every epoch.
 
@@ -75,7 +75,7 @@ class Constant(_Schedule):
         return self.rate
 
 
-@keras.saving.register_keras_serializable(package="keras_regkit")
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class LinearRamp(_Schedule):
     """A rate going in a straight line from `start` to `stop`, then staying.
 
@@ -105,7 +105,7 @@ class LinearRamp(_Schedule):
         return self.start + (self.stop - self.start) * progress
 
 
-@keras.saving.register_keras_serializable(package="keras_regkit")
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class Curriculum(_Schedule):
     """Curriculum dropout: no dropout at first, rising towards `max_rate`.
 

@@ -199,3 +199,76 @@ def test_import_pulls_in_no_optional_package():
         """
     )
     assert output.strip().splitlines()[-1] == "L2(l2=0.5)"
+
+
+def _extras():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
+    section = config["options.extras_require"]
+    return {name: section[name].split() for name in section}
+
+
+def test_tensorflow_extras_offer_the_full_and_the_cpu_package():
+    # `tensorflow-cpu` replaces an installed `tensorflow` (GPU) package:
+    # a GPU user must be able to ask for the full one.
+    extras = _extras()
+    assert extras["tensorflow"] == ["tensorflow>=2.16"]
+    assert extras["tensorflow-cpu"] == ["tensorflow-cpu>=2.16"]
+
+
+def test_aggregate_extras_are_built_from_the_others():
+    extras = _extras()
+    assert extras["all"] == ["keras-regkit[tuner,demo]"]
+    assert extras["test"][0] == "keras-regkit[all]"
+    assert extras["dev"] == ["keras-regkit[test]", "ruff>=0.5"]
+    # No package is listed twice along the way.
+    own = [r for e in extras.values() for r in e if "[" not in r]
+    assert len(own) == len(set(own))
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        keras_regkit.L1,
+        keras_regkit.L2,
+        keras_regkit.ElasticNet,
+        keras_regkit.ExpAbs,
+        keras_regkit.GroupLasso,
+        keras_regkit.layers.Dropout,
+        keras_regkit.layers.DropPath,
+        keras_regkit.schedules.Constant,
+        keras_regkit.schedules.LinearRamp,
+        keras_regkit.schedules.Curriculum,
+    ],
+)
+def test_saved_classes_are_registered_under_the_package_name(cls):
+    name = keras.saving.get_registered_name(cls)
+    assert name == f"keras_regkit>{cls.__name__}"
+
+
+def test_no_core_module_imports_the_callbacks():
+    # The callbacks are built on the core (penalties, shrink, selectors),
+    # never the other way round. The integrations above both (tuning, the
+    # demo) may use them.
+    import ast
+
+    package = pathlib.Path(keras_regkit.__file__).parent
+    above_callbacks = {"__init__.py", "__main__.py", "_demo.py", "tuning.py"}
+    offenders = []
+    for path in sorted(package.glob("*.py")):
+        if path.name in above_callbacks:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [
+                    f"{node.module}.{alias.name}" for alias in node.names
+                ]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(n.startswith("keras_regkit.callbacks") for n in names):
+                offenders.append(path.name)
+    assert offenders == []

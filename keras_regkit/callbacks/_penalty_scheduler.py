@@ -7,11 +7,9 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_regkit import _attach, _validation, selectors
-from keras_regkit.callbacks._proximal_step import current_penalty, set_penalty
-from keras_regkit.callbacks._regularization_monitor import (
-    _copy_settings,
-)
+from keras_regkit import _attach, _penalty_state, _validation, selectors
+from keras_regkit._penalty_state import current_penalty, set_penalty
+from keras_regkit.callbacks._copying import copy_without_run_state
 
 _RUN_STATE = ("_targets", "_current", "_targets_model")
 
@@ -172,7 +170,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
                     self._scaled(target.base, changed[target.path], scaled)
                 )
         self._current.update(changed)
-        _attach.refresh_compiled_functions(self.model)
+        _penalty_state.refresh_compiled_functions(self.model)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}.")
 
@@ -187,7 +185,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
         self.restore()
 
     def __deepcopy__(self, memo):
-        return _copy_settings(self, memo, _RUN_STATE)
+        return copy_without_run_state(self, memo, _RUN_STATE)
 
     def restore(self):
         """Puts back the penalties the model had when training began.
@@ -200,7 +198,7 @@ class PenaltyScheduler(keras.callbacks.Callback):
         for target in reversed(self._targets):
             target.restore()
         if any(factor != 1.0 for factor in self._current.values()):
-            _attach.refresh_compiled_functions(self._targets_model)
+            _penalty_state.refresh_compiled_functions(self._targets_model)
         # Hold no reference to the model's layers.
         self._targets = None
         self._current = None

@@ -1,82 +1,8 @@
 """`ProximalStep`: exact zeros from L1-type penalties during training."""
 
 import keras
-from keras import ops
 
-from keras_regkit import _attach, regularizers, selectors
-
-
-def _proximal_penalty(regularizer):
-    """Our regularizer equal to `regularizer`, or `None` if it has no prox.
-
-    Keras's own `L1`, `L2` and `L1L2` are the same penalties as our `L1`,
-    `L2` and `ElasticNet`, so they are taken over too.
-    """
-    if hasattr(regularizer, "prox"):
-        return regularizer
-    keras_l1, keras_l2 = keras.regularizers.L1, keras.regularizers.L2
-    if isinstance(regularizer, keras.regularizers.L1L2):
-        return regularizers.ElasticNet(
-            float(regularizer.l1), float(regularizer.l2)
-        )
-    if isinstance(regularizer, keras_l1):
-        return regularizers.L1(float(regularizer.l1))
-    if isinstance(regularizer, keras_l2):
-        return regularizers.L2(float(regularizer.l2))
-    return None
-
-
-class _ProximalConstraint:
-    """A variable constraint that takes the penalty's proximal step.
-
-    Keras applies a variable's constraint right after each optimizer update,
-    inside the compiled train step on every backend, before the optimizer's
-    iteration counter moves: `optimizer.learning_rate` read there is the
-    rate of the update just made. The variable's own constraint (if any) is
-    applied after the prox, so the weights still satisfy it.
-
-    The constraint also keeps what it replaced (the variable's regularizer
-    and constraint), so that `ProximalStep.release` can put them back even
-    after a `fit` that raised.
-    """
-
-    def __init__(self, penalty, optimizer, regularizer, constraint):
-        self.penalty = penalty
-        self.optimizer = optimizer
-        self.regularizer = regularizer
-        self.constraint = constraint
-
-    def __call__(self, w):
-        step = ops.convert_to_tensor(self.optimizer.learning_rate)
-        w = self.penalty.prox(w, ops.cast(step, w.dtype))
-        if self.constraint is not None:
-            w = self.constraint(w)
-        return w
-
-
-def current_penalty(variable):
-    """The penalty of `variable`, also while `ProximalStep` has taken it."""
-    constraint = variable.constraint
-    if isinstance(constraint, _ProximalConstraint):
-        return constraint.regularizer
-    return variable.regularizer
-
-
-def set_penalty(variable, penalty):
-    """Sets the penalty of `variable`, where it is in force.
-
-    While `ProximalStep` trains the weight, that is the penalty of its
-    proximal step (and the one it puts back when training ends), not a
-    loss term; otherwise `variable.regularizer`. `PenaltyScheduler` uses it,
-    so that the two callbacks work together. A change takes effect when the
-    train step is traced again.
-    """
-    constraint = variable.constraint
-    if isinstance(constraint, _ProximalConstraint):
-        constraint.regularizer = penalty
-        constraint.penalty = _proximal_penalty(penalty)
-    else:
-        variable.regularizer = penalty
+from keras_regkit import _penalty_state, selectors
 
 
 class ProximalStep(keras.callbacks.Callback):
@@ -152,28 +78,17 @@ class ProximalStep(keras.callbacks.Callback):
         if layers is not None:
             selectors._check_selector(layers)
         self.layers = layers
-        self._variables = []
 
     def on_train_begin(self, logs=None):
         self.release(self.model)
-        self._variables = []
-        targets = self._targets()
-        for variable, penalty in targets:
-            variable.constraint = _ProximalConstraint(
-                penalty,
-                self.model.optimizer,
-                variable.regularizer,
-                variable.constraint,
-            )
-            variable.regularizer = None
-            self._variables.append(variable)
+        targets = _penalty_state.proximal_targets(self.model, self.layers)
         # `fit` built its train function before this callback ran; the
-        # constraints and losses are read when a step is traced.
-        _attach.refresh_compiled_functions(self.model)
+        # constraints and losses are read when a step is traced, and
+        # `start_proximal_steps` has it traced anew.
+        _penalty_state.start_proximal_steps(self.model, targets)
 
     def on_train_end(self, logs=None):
         self.release(self.model)
-        self._variables = []
 
     @staticmethod
     def release(model):
@@ -188,49 +103,4 @@ class ProximalStep(keras.callbacks.Callback):
         Returns:
             The number of weights restored.
         """
-        restored = 0
-        for variable in model.variables:
-            constraint = variable.constraint
-            if isinstance(constraint, _ProximalConstraint):
-                variable.regularizer = constraint.regularizer
-                variable.constraint = constraint.constraint
-                restored += 1
-        if restored:
-            _attach.refresh_compiled_functions(model)
-        return restored
-
-    def _targets(self):
-        """`(variable, penalty)` for each weight to take proximal steps on."""
-        if self.layers is None:
-            chosen = selectors.walk(self.model)
-        else:
-            chosen = selectors.select(self.model, self.layers)
-            if not chosen:
-                raise ValueError(
-                    f"The selector {self.layers!r} (argument `layers`) "
-                    "matches no layer of the model."
-                )
-        targets, seen, without_prox = [], set(), []
-        for path, layer in chosen:
-            for variable in layer.trainable_weights:
-                if id(variable) in seen or variable.regularizer is None:
-                    continue
-                seen.add(id(variable))
-                penalty = _proximal_penalty(variable.regularizer)
-                if penalty is None:
-                    without_prox.append(f"{path}/{variable.name}")
-                else:
-                    targets.append((variable, penalty))
-        if not targets:
-            detail = (
-                f" The penalties of {', '.join(without_prox)} have no "
-                "proximal operator."
-                if without_prox
-                else ""
-            )
-            raise ValueError(
-                "ProximalStep found no trainable weight with a penalty that "
-                "has a proximal operator (a keras_regkit regularizer, or "
-                f"Keras's L1, L2 or L1L2).{detail}"
-            )
-        return targets
+        return _penalty_state.release_proximal_steps(model)

@@ -1,12 +1,11 @@
 """Logs weight penalties, kernel norms and sparsity at the end of epochs."""
 
-import copy
-
 import keras
 from keras import ops
 
 from keras_regkit import _attach, _validation, selectors
-from keras_regkit.callbacks._proximal_step import current_penalty
+from keras_regkit._penalty_state import current_penalty
+from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.regularizers import GroupLasso
 
 # Weight names that count as kernels; biases, normalization scales and other
@@ -19,25 +18,6 @@ _KERNEL_NAMES = (
     "pointwise_kernel",
 )
 _HALF_PRECISION = ("float16", "bfloat16")
-
-
-def _copy_settings(callback, memo, run_state):
-    """A deep copy of `callback` without the model or its run state.
-
-    The attributes named in `run_state` (references to the model's layers
-    and variables) and the model itself are not copied: the copy starts
-    fresh, and `fit` gives it its model. Keras Tuner deep-copies the
-    callbacks of every trial, and copying a model along is wasteful at
-    best.
-    """
-    copied = type(callback).__new__(type(callback))
-    memo[id(callback)] = copied
-    for key, value in vars(callback).items():
-        if key == "_model" or key in run_state:
-            setattr(copied, key, None)
-        else:
-            setattr(copied, key, copy.deepcopy(value, memo))
-    return copied
 
 
 def _to_floats(tensors):
@@ -158,7 +138,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self._kernels = None
 
     def __deepcopy__(self, memo):
-        return _copy_settings(self, memo, ("_weights", "_kernels"))
+        return copy_without_run_state(self, memo, ("_weights", "_kernels"))
 
     def values(self):
         """The numbers this callback logs, for the model's current weights.

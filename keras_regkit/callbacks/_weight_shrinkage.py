@@ -1,10 +1,9 @@
 """`WeightShrinkage`: `keras_regkit.shrink` at the end of `fit`."""
 
-import copy
-
 import keras
 
 from keras_regkit import _shrinkage
+from keras_regkit.callbacks._copying import copy_without_run_state
 
 
 def _fit_validation(model):
@@ -105,17 +104,12 @@ class WeightShrinkage(keras.callbacks.Callback):
         self._fit_iterator = None
 
     def __deepcopy__(self, memo):
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        shared = ("validation_data", "validation_arguments", "options")
-        for key, value in vars(self).items():
-            if key in ("_model", "_fit_iterator"):
-                setattr(copied, key, None)
-            elif key in shared:
-                setattr(copied, key, value)
-            else:
-                setattr(copied, key, copy.deepcopy(value, memo))
-        return copied
+        return copy_without_run_state(
+            self,
+            memo,
+            run_state=("_fit_iterator",),
+            shared=("validation_data", "validation_arguments", "options"),
+        )
 
     def on_train_begin(self, logs=None):
         self.report = None

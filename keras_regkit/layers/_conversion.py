@@ -5,7 +5,12 @@ import warnings
 
 import keras
 
-from keras_regkit import _attach, _saving, _validation, selectors
+from keras_regkit import (
+    _penalty_state,
+    _saving,
+    _validation,
+    selectors,
+)
 from keras_regkit.layers._dropout import Dropout
 
 # Where Keras's spatial dropouts share their masks: every axis but the
@@ -95,7 +100,7 @@ def convert_dropout(model, *, mc=False):
             UserWarning,
             stacklevel=2,
         )
-    _attach.refresh_compiled_functions(model)
+    _penalty_state.refresh_compiled_functions(model)
     return [path for path, _ in found]
 
 

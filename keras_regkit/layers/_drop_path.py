@@ -3,10 +3,11 @@
 import keras
 from keras import ops
 
+from keras_regkit import _config
 from keras_regkit.layers._stochastic import StochasticLayer
 
 
-@keras.saving.register_keras_serializable(package="keras_regkit")
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class DropPath(StochasticLayer):
     """Drops a residual branch for a random fraction `rate` of the samples.
 

@@ -4,11 +4,11 @@ import functools
 
 import keras
 
-from keras_regkit import _validation
+from keras_regkit import _config, _validation
 from keras_regkit.layers._stochastic import StochasticLayer, noise
 
 
-@keras.saving.register_keras_serializable(package="keras_regkit")
+@keras.saving.register_keras_serializable(package=_config.PACKAGE)
 class Dropout(StochasticLayer):
     """Sets a random fraction `rate` of its inputs to 0 during training.
 
