@@ -240,3 +240,30 @@ def verbosity(name, value):
     if value not in (0, 1) or isinstance(value, bool):
         raise ValueError(_invalid(name, "0 or 1", value))
     return value
+
+
+def scheduled_value(owner, epoch, name, value, where, expected, accept):
+    """Checks a value a schedule returned for `epoch`; returns it as a float.
+
+    Args:
+        owner: the callback, for the message ("DropoutScheduler").
+        epoch: the epoch the schedule was asked about.
+        name: what the value is ("rate", "factor").
+        value: what the schedule returned.
+        where: `""`, or which key of a dict it came from (`" for 'a'"`).
+        expected: what is accepted, for the message.
+        accept: a predicate on the value as a float.
+
+    Raises:
+        ValueError: unless `value` is a real number (not a bool) accepted
+            by `accept`, naming the epoch and showing the value.
+    """
+    is_number = isinstance(value, numbers.Real) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if not is_number or not accept(float(value)):
+        raise ValueError(
+            f"{owner}: the schedule returned an invalid {name}{where} for "
+            f"epoch {epoch}. Expected {expected}. Received: {name}={value!r}"
+        )
+    return float(value)

@@ -168,6 +168,42 @@ def test_a_key_that_names_no_scheduled_layer_fails():
         _fit(model, [DropoutScheduler(lambda e: {"dorp": 0.1})], 1)
 
 
+def test_a_key_naming_an_enclosing_layer_covers_its_dropout():
+    # As in PenaltyScheduler and regularize(rules=...): the first key that
+    # matches the layer or a layer enclosing it decides.
+    block = keras.Sequential(
+        [keras.Input((3,)), Dropout(0.0, name="inner")], name="block"
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            block,
+            Dropout(0.0, name="outer"),
+            keras.layers.Dense(3, name="dense"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+
+    def schedule(epoch):
+        return {"block": 0.3, "*": 0.1} if epoch == 0 else {"outer": 0.2}
+
+    model.fit(
+        np.ones((4, 3)),
+        np.ones((4, 3)),
+        epochs=2,
+        verbose=0,
+        callbacks=[DropoutScheduler(schedule)],
+    )
+    assert block.get_layer("inner").rate == pytest.approx(0.3)  # kept
+    assert model.get_layer("outer").rate == pytest.approx(0.2)
+
+
+def test_schedule_keys_must_be_selectors():
+    model, _ = _model("drop")
+    with pytest.raises(TypeError, match="`schedule key`.*3"):
+        _fit(model, [DropoutScheduler(lambda e: {3: 0.1})], 1)
+
+
 def test_initial_epoch_and_reuse_across_fit_calls():
     model, _ = _model("drop")
     scheduler = DropoutScheduler(schedules.LinearRamp(0.0, 0.4, epochs=4))

@@ -224,6 +224,26 @@ def test_layers_no_key_matches_keep_their_penalty():
     assert history.history["penalty/b"] == [0.0]
 
 
+def test_a_key_left_out_later_keeps_the_factor_it_set():
+    # The rule DropoutScheduler follows too: a layer no key matches is left
+    # as it is, not reset.
+    model = _model()
+    base = _base_penalties(model)
+
+    def schedule(epoch):
+        return {"a": 0.0, "b": 0.0} if epoch == 0 else {"b": 2.0}
+
+    history = _fit(
+        model,
+        [PenaltyScheduler(schedule), RegularizationMonitor()],
+        epochs=2,
+    )
+    assert history.history["penalty/a"] == [0.0, 0.0]
+    np.testing.assert_allclose(
+        history.history["penalty/b"], [0.0, 2 * base["b"]], rtol=1e-5
+    )
+
+
 def test_layers_chooses_what_is_scheduled():
     model = _model()
     base = _base_penalties(model)
@@ -385,8 +405,9 @@ def test_bad_factor_fails_before_the_first_step(bad, shown):
 def test_a_key_that_names_no_scheduled_layer_fails():
     with pytest.raises(
         ValueError,
-        match=r"epoch 0 name layers that have no scheduled penalty: "
-        r"\['c'\]\. Scheduled layers: \['a', 'b'\]",
+        match=r"PenaltyScheduler: the schedule's factors for epoch 0 name "
+        r"layers that are not scheduled: \['c'\]\. Scheduled layers: "
+        r"\['a', 'b'\]",
     ):
         _fit(_model(), [PenaltyScheduler(lambda e: {"c": 1.0})], 1)
 

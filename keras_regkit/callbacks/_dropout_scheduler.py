@@ -1,17 +1,14 @@
 """Changes the rates of Dropout and DropPath layers from epoch to epoch."""
 
-import numbers
-from collections.abc import Mapping
-
 import keras
-import numpy as np
 
-from keras_regkit import _validation, selectors
+from keras_regkit import selectors
+from keras_regkit.callbacks._scheduling import EpochScheduler
 from keras_regkit.layers import Dropout
 from keras_regkit.layers._stochastic import StochasticLayer
 
 
-class DropoutScheduler(keras.callbacks.Callback):
+class DropoutScheduler(EpochScheduler):
     """Sets dropout rates at the start of every epoch from a schedule.
 
     At the beginning of each epoch `schedule(epoch)` gives the new rate,
@@ -32,9 +29,12 @@ class DropoutScheduler(keras.callbacks.Callback):
     Args:
         schedule: callable, `schedule(epoch) -> rate`, `epoch` counted from
             0. It returns a float in [0, 1) for every chosen layer, or a
-            dict mapping layer names, paths or glob patterns to rates (the
-            first key that matches a layer wins; layers no key matches keep
-            their rate).
+            dict mapping selectors (layer names, paths, glob patterns,
+            classes, predicates) to rates: the first key that matches a
+            layer, or a layer enclosing it, decides its rate, as in
+            `regularize(rules=...)`; layers no key matches keep their
+            current rate, and a key that matches no scheduled layer is an
+            error. `PenaltyScheduler` reads its dicts the same way.
         layers: which layers to schedule: None (the default) for every
             keras_regkit `Dropout` in the model, or a selector (a name, glob,
             path, class, predicate or list; see `keras_regkit.selectors`)
@@ -60,13 +60,15 @@ class DropoutScheduler(keras.callbacks.Callback):
     [0.0, 0.1, 0.2, 0.3]
     """
 
+    _value_name = "rate"
+    _expected = "a float in [0, 1)"
+
+    @staticmethod
+    def _accept(rate):
+        return 0.0 <= rate < 1.0
+
     def __init__(self, schedule, layers=None, verbose=0):
-        super().__init__()
-        if layers is not None:
-            selectors._check_selector(layers, "layers")
-        self.schedule = _validation.schedule("schedule", schedule, "a rate")
-        self.layers = layers
-        self.verbose = _validation.verbosity("verbose", verbose)
+        super().__init__(schedule, layers, verbose)
         self._targets = None
 
     def on_train_begin(self, logs=None):
@@ -131,41 +133,7 @@ class DropoutScheduler(keras.callbacks.Callback):
 
     def _rates(self, epoch):
         """`{layer: rate}` for `epoch`; raises on a bad schedule value."""
-        value = self.schedule(epoch)
-        if isinstance(value, Mapping):
-            return self._rates_by_key(epoch, value)
-        rate = _checked_rate(epoch, value, "")
-        return {layer: rate for _, layer in self._targets}
-
-    def _rates_by_key(self, epoch, value):
-        rates = {}
-        used = set()
-        for path, layer in self._targets:
-            for key, rate in value.items():
-                if selectors.matches(key, path, layer):
-                    rates[layer] = _checked_rate(epoch, rate, f" for {key!r}")
-                    used.add(key)
-                    break
-        unused = [key for key in value if key not in used]
-        if unused:
-            names = [path for path, _ in self._targets]
-            raise ValueError(
-                f"DropoutScheduler: the schedule's rates for epoch {epoch} "
-                f"name layers that are not scheduled: {unused}. Scheduled "
-                f"layers: {names}"
-            )
-        return rates
-
-
-def _checked_rate(epoch, rate, where):
-    """`rate` as a float if it is in [0, 1), else a ValueError."""
-    is_number = isinstance(rate, numbers.Real) and not isinstance(
-        rate, (bool, np.bool_)
-    )
-    if not is_number or not 0.0 <= float(rate) < 1.0:
-        raise ValueError(
-            f"DropoutScheduler: the schedule returned an invalid rate{where} "
-            f"for epoch {epoch}. Expected a float in [0, 1). Received: "
-            f"rate={rate!r}"
-        )
-    return float(rate)
+        rates = self._scheduled(epoch, [path for path, _ in self._targets])
+        return {
+            layer: rates[path] for path, layer in self._targets if path in rates
+        }

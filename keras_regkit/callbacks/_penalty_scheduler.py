@@ -1,15 +1,13 @@
 """Changes the strengths of weight penalties from epoch to epoch."""
 
 import math
-import numbers
-from collections.abc import Mapping
 
 import keras
-import numpy as np
 
-from keras_regkit import _attach, _penalty_state, _validation, selectors
+from keras_regkit import _attach, _penalty_state, selectors
 from keras_regkit._penalty_state import current_penalty, set_penalty
 from keras_regkit.callbacks._copying import copy_without_run_state
+from keras_regkit.callbacks._scheduling import EpochScheduler
 
 _RUN_STATE = ("_targets", "_current", "_targets_model")
 
@@ -50,7 +48,7 @@ def _same_penalty(value, penalty):
     return value is penalty or value == penalty
 
 
-class PenaltyScheduler(keras.callbacks.Callback):
+class PenaltyScheduler(EpochScheduler):
     """Scales the strengths of weight penalties at the start of every epoch.
 
     At the beginning of each epoch `schedule(epoch)` gives a factor, and the
@@ -103,7 +101,9 @@ class PenaltyScheduler(keras.callbacks.Callback):
             predicates) to factors: the first key that matches a layer, or a
             layer enclosing it, decides its factor, as in
             `regularize(rules=...)`; weights no key matches keep their
-            penalty (factor 1).
+            current factor (1 until a key sets another), and a key that
+            matches no scheduled layer is an error. `DropoutScheduler`
+            reads its dicts the same way.
         layers: which layers' penalties to schedule: None (the default) for
             every penalised trainable weight of the model, or a selector
             (see `keras_regkit.selectors`).
@@ -133,13 +133,15 @@ class PenaltyScheduler(keras.callbacks.Callback):
     L2(l2=0.01)
     """
 
+    _value_name = "factor"
+    _expected = "a non-negative finite float"
+
+    @staticmethod
+    def _accept(factor):
+        return math.isfinite(factor) and factor >= 0.0
+
     def __init__(self, schedule, layers=None, verbose=0):
-        super().__init__()
-        if layers is not None:
-            selectors._check_selector(layers, "layers")
-        self.schedule = _validation.schedule("schedule", schedule, "a factor")
-        self.layers = layers
-        self.verbose = _validation.verbosity("verbose", verbose)
+        super().__init__(schedule, layers, verbose)
         self._targets = None
         self._current = None
         self._targets_model = None
@@ -269,58 +271,4 @@ class PenaltyScheduler(keras.callbacks.Callback):
 
     def _factors(self, epoch, targets):
         """`{layer path: factor}` for `epoch`; raises on a bad factor."""
-        value = self.schedule(epoch)
-        if isinstance(value, Mapping):
-            return self._factors_by_key(epoch, value, targets)
-        factor = _checked_factor(epoch, value, "")
-        return {target.path: factor for target in targets}
-
-    def _factors_by_key(self, epoch, value, targets):
-        keys = list(value)
-        for key in keys:
-            selectors._check_selector(key, name="schedule key")
-        paths = set(_paths(targets))
-        # The first key matching a layer or one enclosing it, as `rules=`.
-        index_of = {
-            path: index
-            for path, _, index in selectors._first_match(keys, self.model)
-            if path in paths
-        }
-        factors = {}
-        for target in targets:
-            index = index_of.get(target.path)
-            if index is None:
-                factors[target.path] = 1.0
-            else:
-                key = keys[index]
-                factors[target.path] = _checked_factor(
-                    epoch, value[key], f" for {key!r}"
-                )
-        used = set(index_of.values())
-        unused = [key for index, key in enumerate(keys) if index not in used]
-        if unused:
-            raise ValueError(
-                f"PenaltyScheduler: the schedule's factors for epoch {epoch} "
-                f"name layers that have no scheduled penalty: {unused}. "
-                f"Scheduled layers: {_paths(targets)}"
-            )
-        return factors
-
-
-def _paths(targets):
-    """The layer paths of `targets`, once each, in layer order."""
-    return list(dict.fromkeys(target.path for target in targets))
-
-
-def _checked_factor(epoch, factor, where):
-    """`factor` as a float if it is a non-negative finite number."""
-    is_number = isinstance(factor, numbers.Real) and not isinstance(
-        factor, (bool, np.bool_)
-    )
-    if not is_number or not math.isfinite(factor) or factor < 0:
-        raise ValueError(
-            "PenaltyScheduler: the schedule returned an invalid factor"
-            f"{where} for epoch {epoch}. Expected a non-negative finite "
-            f"float. Received: factor={factor!r}"
-        )
-    return float(factor)
+        return self._scheduled(epoch, [target.path for target in targets])
