@@ -11,21 +11,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_regkit import (
-    _attach,
-    _metrics,
-    _penalty_state,
-    _proximal,
-    _validation,
-    _weights,
-    regularizers,
-    selectors,
-)
+from keras_regkit import _attach, _metrics, _penalty_state, _proximal, _weights
+from keras_regkit._shrink_options import ShrinkOptions, data_arguments
 from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 
-METHODS = ("scale", "soft_threshold", "prune", "penalty")
-SELECTIONS = ("best", "sparsest_within")
-PRUNE_SCOPES = ("layer", "global")
+# The defaults of `shrink`'s options, written once, in `ShrinkOptions`.
+_DEFAULT = ShrinkOptions
+
 
 _DEFAULT_LEVELS = {
     "scale": tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 1.0, 10)),
@@ -36,333 +28,25 @@ _SOFT_THRESHOLD_QUANTILES = (0.05, 0.95)
 _SOFT_THRESHOLD_LEVELS = 10
 
 
-def _check_levels(method, levels):
-    """The levels as a sorted tuple of floats, each valid for `method`."""
-    if levels is None:
-        return None
-    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
-        raise TypeError(
-            "Invalid value received for argument `levels`. Expected a "
-            f"sequence of numbers. Received: levels={levels!r}"
-        )
-    levels = list(levels)
-    if not levels:
-        raise ValueError(
-            "Invalid value received for argument `levels`. Expected at least "
-            "one level. Received: levels=[]"
-        )
-    checked = []
-    for level in levels:
-        if method == "prune":
-            value = _validation.unit_interval_float("levels", level)
-            if not 0.0 < value < 1.0:
-                raise ValueError(
-                    "Invalid value received for argument `levels`. Expected "
-                    "pruning fractions in (0, 1). Received: "
-                    f"levels={levels!r}"
-                )
-        else:
-            value = _validation.positive_float("levels", level)
-        checked.append(value)
-    return tuple(sorted(set(checked)))
-
-
-def _default_soft_thresholds(originals):
-    """Log-spaced thresholds between quantiles of the weights' magnitudes."""
-    magnitudes = np.concatenate(
-        [np.abs(ops.convert_to_numpy(value)).ravel() for value in originals]
-    )
-    magnitudes = magnitudes[magnitudes > 0]
-    if magnitudes.size == 0:
-        raise ValueError(
-            "Every selected weight is already 0: there is nothing to shrink."
-        )
-    low, high = np.quantile(magnitudes, _SOFT_THRESHOLD_QUANTILES)
-    return tuple(
-        float(f"{x:.3g}")
-        for x in np.geomspace(low, high, _SOFT_THRESHOLD_LEVELS)
-    )
-
-
-def _magnitude_ranks(originals, scope):
-    """For each weight tensor, the rank of each entry's magnitude.
-
-    Ranks are taken within each tensor (`scope="layer"`) or across all of
-    them (`"global"`); ties are broken by position, so pruning a fraction
-    `f` zeroes exactly `floor(f * n)` entries.
-    """
-    arrays = [np.abs(ops.convert_to_numpy(value)) for value in originals]
-    if scope == "layer":
-        groups = [[array] for array in arrays]
-    else:
-        groups = [arrays]
-    ranks = []
-    for group in groups:
-        flat = np.concatenate([array.ravel() for array in group])
-        order = np.argsort(flat, kind="stable")
-        rank = np.empty(flat.size, dtype="int64")
-        rank[order] = np.arange(flat.size)
-        start = 0
-        for array in group:
-            part = rank[start : start + array.size].reshape(array.shape)
-            ranks.append((ops.convert_to_tensor(part, "int32"), flat.size))
-            start += array.size
-    return ranks
-
-
-class _Path:
-    """The shrunk values of the selected weights at each level."""
-
-    def __init__(self, method, originals, prune_scope):
-        self.method = method
-        self.originals = originals
-        self.ranks = None
-        if method == "prune":
-            self.ranks = _magnitude_ranks(originals, prune_scope)
-
-    def values(self, level):
-        if self.method == "scale":
-            return [w / (1.0 + level) for w in self.originals]
-        if self.method == "soft_threshold":
-            return [_proximal.soft_threshold(w, level) for w in self.originals]
-        return [
-            ops.where(rank >= math.floor(level * size), w, ops.zeros_like(w))
-            for w, (rank, size) in zip(self.originals, self.ranks, strict=True)
-        ]
-
-
-class _HoldZeros:
-    """A variable constraint keeping the zeros of a mask during fine-tuning."""
-
-    def __init__(self, mask, constraint):
-        self.mask = mask
-        self.constraint = constraint
-
-    def __call__(self, w):
-        w = w * ops.cast(self.mask, w.dtype)
-        if self.constraint is not None:
-            w = self.constraint(w)
-        return w
-
-
-def _penalty_factory(regularizer):
-    """A function from a strength to the penalty `method="penalty"` uses."""
-    if callable(regularizer) and not isinstance(regularizer, str):
-        return regularizer
-    if regularizer not in regularizers.NAMES:
-        raise ValueError(
-            "Invalid value received for argument `regularizer`. Expected one "
-            f"of {', '.join(repr(n) for n in regularizers.NAMES)}, or a "
-            "function from a strength to a regularizer. Received: "
-            f"regularizer={regularizer!r}"
-        )
-    return lambda strength: regularizers.with_strength(regularizer, strength)
-
-
-def data_arguments(data, argument):
-    """`validation_data`-like input as keyword arguments of `evaluate`/`fit`.
-
-    Args:
-        data: `(x,)`, `(x, y)`, `(x, y, sample_weight)` or a dataset.
-        argument: the argument's name, for error messages.
-    """
-    if data is None:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected "
-            "validation data: a tuple (x, y) or (x, y, sample_weight), or a "
-            f"dataset. Received: {argument}=None"
-        )
-    if isinstance(data, tuple):
-        if not 1 <= len(data) <= 3:
-            raise ValueError(
-                f"Invalid value received for argument `{argument}`. A tuple "
-                "must be (x,), (x, y) or (x, y, sample_weight). Received a "
-                f"tuple of length {len(data)}."
-            )
-        names = ("x", "y", "sample_weight")[: len(data)]
-        return dict(zip(names, data, strict=True))
-    return {"x": data}
-
-
-def _weight_statistics(variables):
-    """`(l2_norm, zero_fraction, nonzero, parameters)` of `variables`."""
-    values = [v.value for v in variables]
-    squares = ops.stack(
-        [ops.sum(ops.square(ops.cast(w, "float32"))) for w in values]
-    )
-    nonzero = ops.stack(
-        [ops.sum(ops.cast(ops.not_equal(w, 0), "int32")) for w in values]
-    )
-    squares = ops.convert_to_numpy(squares).astype("float64")
-    nonzero = int(ops.convert_to_numpy(nonzero).astype("int64").sum())
-    parameters = sum(math.prod(v.shape) for v in variables)
-    return (
-        math.sqrt(float(squares.sum())),
-        1.0 - nonzero / parameters,
-        nonzero,
-        parameters,
-    )
-
-
-def _weight_penalty(model):
-    """The sum of the weight penalties Keras adds to the loss."""
-    terms = [
-        ops.cast(ops.sum(variable.regularizer(variable)), "float32")
-        for variable in model.trainable_weights
-        if variable.regularizer is not None
-    ]
-    if not terms:
-        return 0.0
-    return float(ops.convert_to_numpy(ops.sum(ops.stack(terms))))
-
-
-def _model_state(model, finetuning):
-    """Every variable that a level of `shrink` may change, once each.
-
-    Not only the weights shrunk: every variable the model holds (its
-    weights, non-trainable state and `SeedGenerator` states), and its
-    metrics' variables, since on JAX a `fit` or `evaluate` that raises
-    leaves all of them without values; dropout in a fine-tuning `fit`
-    advances the seed states on every backend. With fine-tuning, the
-    optimizer's variables too (built first if they are not, so that they
-    exist to be restored), to return the model exactly as it came.
-    """
-    variables = list(model.variables) + list(model.metrics_variables)
-    if finetuning:
-        optimizer = model.optimizer
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
-        variables += optimizer.variables
-    unique, seen = [], set()
-    for variable in variables:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            unique.append(variable)
-    return unique
-
-
-class _Walk:
-    """One call of `shrink`: the model, its options and what to restore.
-
-    Attributes:
-        model: the model.
-        options: `check_options`'s dict, with `mode` resolved, the
-            `variables` to shrink and the `validation_arguments` of
-            `evaluate`.
-        variables: the weights to shrink.
-        finetuning: whether each level fine-tunes the model.
-        state: every variable a level may change, to restore on error.
-    """
-
-    def __init__(self, model, options):
-        self.model = model
-        self.options = options
-        self.variables = options["variables"]
-        self.finetuning = (
-            options["method"] == "penalty"
-            or options["finetune_arguments"] is not None
-        )
-        self.state = _model_state(model, self.finetuning)
-        self.saved_regularizers = [v.regularizer for v in self.variables]
-        self.saved_constraints = [v.constraint for v in self.variables]
-
-    def measure(self, level):
-        """Evaluates the model as it is now, as a `ShrinkageRow`."""
-        options = self.options
-        monitor, key = options["monitor"], options["metric_key"]
-        arguments = options["validation_arguments"]
-        if callable(arguments):
-            arguments = arguments()
-        results = self.model.evaluate(
-            **arguments,
-            batch_size=options["batch_size"],
-            verbose=0,
-            return_dict=True,
-        )
-        if key not in results:
-            raise ValueError(
-                f"shrink monitors `{monitor}`, which the model's evaluate() "
-                f"does not return. Available: {', '.join(results)}"
-            )
-        metric = _metrics.scalar(results[key], monitor, "shrink")
-        if key == "loss":
-            metric -= _weight_penalty(self.model)
-        row = ShrinkageRow(level, metric, *_weight_statistics(self.variables))
-        if options["verbose"]:
-            print(
-                f"shrink {options['method']} level={level}: {monitor}="
-                f"{metric:.5g}, zeros={row.zero_fraction:.1%}"
-            )
-        return row
-
-    def no_worse(self, metric, reference):
-        """Whether `metric` is finite and at least as good as `reference`."""
-        return _no_worse(metric, reference, self.options["mode"])
-
-    def finetune(self, level, masks):
-        """Fine-tunes the model at `level`, holding the zeros of `masks`."""
-        proximal = False
-        if self.options["method"] == "penalty":
-            penalty = self.options["penalty_factory"](level)
-            for variable in self.variables:
-                variable.regularizer = penalty
-            if self.options["proximal"] and hasattr(penalty, "prox"):
-                proximal = True
-                _penalty_state.start_proximal_steps(
-                    self.model,
-                    _penalty_state.proximal_targets(
-                        self.model, self.options["layers"]
-                    ),
-                )
-        elif masks is not None:
-            for variable, mask, constraint in zip(
-                self.variables, masks, self.saved_constraints, strict=True
-            ):
-                variable.constraint = _HoldZeros(mask, constraint)
-        _penalty_state.refresh_compiled_functions(self.model)
-        try:
-            self.model.fit(
-                **self.options["finetune_arguments"],
-                batch_size=self.options["batch_size"],
-                epochs=self.options["finetune_epochs"],
-                verbose=0,
-            )
-        finally:
-            if proximal:
-                _penalty_state.release_proximal_steps(self.model)
-        self.restore_settings()
-
-    def restore_settings(self):
-        for variable, regularizer, constraint in zip(
-            self.variables,
-            self.saved_regularizers,
-            self.saved_constraints,
-            strict=True,
-        ):
-            variable.regularizer = regularizer
-            variable.constraint = constraint
-        _penalty_state.refresh_compiled_functions(self.model)
-
-
 def shrink(
     model,
     validation_data,
     *,
     method,
-    levels=None,
-    layers=None,
-    bias=False,
-    monitor="loss",
-    mode="auto",
-    select="best",
-    tolerance=0.01,
-    prune_scope="layer",
-    finetune_data=None,
-    finetune_epochs=1,
-    regularizer="l1",
-    proximal=True,
-    batch_size=None,
-    verbose=0,
+    levels=_DEFAULT.levels,
+    layers=_DEFAULT.layers,
+    bias=_DEFAULT.bias,
+    monitor=_DEFAULT.monitor,
+    mode=_DEFAULT.mode,
+    select=_DEFAULT.select,
+    tolerance=_DEFAULT.tolerance,
+    prune_scope=_DEFAULT.prune_scope,
+    finetune_data=_DEFAULT.finetune_data,
+    finetune_epochs=_DEFAULT.finetune_epochs,
+    regularizer=_DEFAULT.regularizer,
+    proximal=_DEFAULT.proximal,
+    batch_size=_DEFAULT.batch_size,
+    verbose=_DEFAULT.verbose,
 ):
     """Shrinks a trained model's weights as far as the validation data allows.
 
@@ -471,7 +155,7 @@ def shrink(
     True
     """
     _check_model(model)
-    options = check_options(
+    options = ShrinkOptions(
         method=method,
         levels=levels,
         layers=layers,
@@ -492,21 +176,149 @@ def shrink(
     return run(model, validation, options)
 
 
+def run(model, validation_arguments, options):
+    """`shrink`, with checked options and `evaluate`'s data arguments.
+
+    Args:
+        model: the model.
+        validation_arguments: keyword arguments of `model.evaluate` that
+            give it the validation data, or a function of no arguments
+            returning them, called before each evaluation (for data that
+            must be handed to the model anew each time).
+        options: a `ShrinkOptions`.
+    """
+    _check_model(model)
+    walk = _Walk(model, options, validation_arguments)
+    original = _weights.copy_values(walk.state)
+    position = {id(v): i for i, v in enumerate(walk.state)}
+    originals = [original[position[id(v)]] for v in walk.variables]
+    try:
+        return _walk_path(walk, original, originals)
+    except BaseException:
+        walk.restore_settings()
+        _weights.assign_values(walk.state, original)
+        raise
+
+
+class _Walk:
+    """One call of `shrink`: the model, its options and what to restore.
+
+    Attributes:
+        model: the model.
+        options: the `ShrinkOptions`.
+        mode: `options.mode`, with `"auto"` resolved for this model.
+        validation_arguments: `evaluate`'s data arguments, or a function
+            returning them.
+        variables: the weights to shrink.
+        state: every variable a level may change, to restore on error.
+    """
+
+    def __init__(self, model, options, validation_arguments):
+        self.model = model
+        self.options = options
+        self.mode = _resolve_mode(model, options.monitor, options.mode)
+        self.validation_arguments = validation_arguments
+        self.variables = [
+            variable
+            for _, variable in _attach.selected_weights(
+                model, options.layers, options.bias
+            )
+        ]
+        self.state = _model_state(model, options.finetuning)
+        self.saved_regularizers = [v.regularizer for v in self.variables]
+        self.saved_constraints = [v.constraint for v in self.variables]
+
+    def measure(self, level):
+        """Evaluates the model as it is now, as a `ShrinkageRow`."""
+        options = self.options
+        monitor, key = options.monitor, options.metric_key
+        arguments = self.validation_arguments
+        if callable(arguments):
+            arguments = arguments()
+        results = self.model.evaluate(
+            **arguments,
+            batch_size=options.batch_size,
+            verbose=0,
+            return_dict=True,
+        )
+        if key not in results:
+            raise ValueError(
+                f"shrink monitors `{monitor}`, which the model's evaluate() "
+                f"does not return. Available: {', '.join(results)}"
+            )
+        metric = _metrics.scalar(results[key], monitor, "shrink")
+        if key == "loss":
+            metric -= _weight_penalty(self.model)
+        row = ShrinkageRow(level, metric, *_weight_statistics(self.variables))
+        if options.verbose:
+            print(
+                f"shrink {options.method} level={level}: {monitor}="
+                f"{metric:.5g}, zeros={row.zero_fraction:.1%}"
+            )
+        return row
+
+    def no_worse(self, metric, reference):
+        """Whether `metric` is finite and at least as good as `reference`."""
+        return _no_worse(metric, reference, self.mode)
+
+    def finetune(self, level, masks):
+        """Fine-tunes the model at `level`, holding the zeros of `masks`."""
+        proximal = False
+        if self.options.method == "penalty":
+            penalty = self.options.penalty(level)
+            for variable in self.variables:
+                variable.regularizer = penalty
+            if self.options.proximal and hasattr(penalty, "prox"):
+                proximal = True
+                _penalty_state.start_proximal_steps(
+                    self.model,
+                    _penalty_state.proximal_targets(
+                        self.model, self.options.layers
+                    ),
+                )
+        elif masks is not None:
+            for variable, mask, constraint in zip(
+                self.variables, masks, self.saved_constraints, strict=True
+            ):
+                variable.constraint = _HoldZeros(mask, constraint)
+        _penalty_state.refresh_compiled_functions(self.model)
+        try:
+            self.model.fit(
+                **self.options.finetune_arguments,
+                batch_size=self.options.batch_size,
+                epochs=self.options.finetune_epochs,
+                verbose=0,
+            )
+        finally:
+            if proximal:
+                _penalty_state.release_proximal_steps(self.model)
+        self.restore_settings()
+
+    def restore_settings(self):
+        for variable, regularizer, constraint in zip(
+            self.variables,
+            self.saved_regularizers,
+            self.saved_constraints,
+            strict=True,
+        ):
+            variable.regularizer = regularizer
+            variable.constraint = constraint
+        _penalty_state.refresh_compiled_functions(self.model)
+
+
 def _walk_path(walk, original, originals):
     """Walks the levels, leaves the model at the chosen point."""
     rows = [walk.measure(None)]
-    levels = walk.options["levels"]
+    levels = walk.options.levels
     if levels is None:
-        if walk.options["method"] == "soft_threshold":
+        if walk.options.method == "soft_threshold":
             levels = _default_soft_thresholds(originals)
         else:
-            levels = _DEFAULT_LEVELS[walk.options["method"]]
+            levels = _DEFAULT_LEVELS[walk.options.method]
     path = (
         None
-        if walk.options["method"] == "penalty"
-        else _Path(
-            walk.options["method"], originals, walk.options["prune_scope"]
-        )
+        if walk.options.method == "penalty"
+        else _Path(walk.options.method, originals, walk.options.prune_scope)
     )
     kept = {}
     for level in levels:
@@ -514,44 +326,37 @@ def _walk_path(walk, original, originals):
         if path is not None:
             values = path.values(level)
             _weights.assign_values(walk.variables, values)
-            if walk.finetuning and walk.options["method"] != "scale":
+            if walk.options.finetuning and walk.options.method != "scale":
                 masks = [ops.not_equal(v, 0) for v in values]
-        if walk.finetuning:
+        if walk.options.finetuning:
             walk.finetune(level, masks)
         row = walk.measure(level)
         rows.append(row)
-        if walk.finetuning and walk.no_worse(row.metric, rows[0].metric):
+        if walk.options.finetuning and walk.no_worse(
+            row.metric, rows[0].metric
+        ):
             kept[len(rows) - 1] = _weights.copy_values(walk.model.weights)
     chosen = choose(
         rows,
-        mode=walk.options["mode"],
-        select=walk.options["select"],
-        tolerance=walk.options["tolerance"],
+        mode=walk.mode,
+        select=walk.options.select,
+        tolerance=walk.options.tolerance,
     )
     if chosen == 0:
         _weights.assign_values(walk.state, original)
-    elif walk.finetuning:
+    elif walk.options.finetuning:
         _weights.assign_values(walk.model.weights, kept[chosen])
     else:
         _weights.assign_values(walk.variables, path.values(rows[chosen].level))
     return ShrinkageReport(
-        method=walk.options["method"],
-        monitor=walk.options["monitor"],
-        mode=walk.options["mode"],
-        select=walk.options["select"],
-        tolerance=walk.options["tolerance"],
+        method=walk.options.method,
+        monitor=walk.options.monitor,
+        mode=walk.mode,
+        select=walk.options.select,
+        tolerance=walk.options.tolerance,
         rows=tuple(rows),
         chosen=chosen,
     )
-
-
-def _no_worse(metric, reference, mode):
-    """Whether `metric` is finite and at least as good as `reference`."""
-    if not math.isfinite(metric):
-        return False
-    if mode == "min":
-        return metric <= reference
-    return metric >= reference
 
 
 def choose(rows, *, mode, select, tolerance):
@@ -584,75 +389,13 @@ def choose(rows, *, mode, select, tolerance):
     return min(within, key=simplicity)
 
 
-def check_options(
-    *,
-    method,
-    levels=None,
-    layers=None,
-    bias=False,
-    monitor="loss",
-    mode="auto",
-    select="best",
-    tolerance=0.01,
-    prune_scope="layer",
-    finetune_data=None,
-    finetune_epochs=1,
-    regularizer="l1",
-    proximal=True,
-    batch_size=None,
-    verbose=0,
-):
-    """Checks `shrink`'s keyword arguments, those that need no model.
-
-    `WeightShrinkage` calls it when it is built, so that a bad argument
-    fails then, not after training.
-
-    Returns:
-        The options, checked, with what `shrink` derives from them.
-
-    Raises:
-        ValueError, TypeError: naming the argument and the value received.
-    """
-    method = _validation.choice("method", method, METHODS)
-    if layers is not None:
-        selectors._check_selector(layers)
-    if method == "penalty" and finetune_data is None:
-        raise ValueError(
-            "method='penalty' fine-tunes the model at each strength: pass "
-            "`finetune_data`. Received: finetune_data=None"
-        )
-    if not isinstance(monitor, str):
-        raise TypeError(
-            "Invalid value received for argument `monitor`. Expected a "
-            f"metric name. Received: monitor={monitor!r}"
-        )
-    if batch_size is not None:
-        _validation.positive_int("batch_size", batch_size)
-    return {
-        "method": method,
-        "levels": _check_levels(method, levels),
-        "layers": layers,
-        "bias": _validation.flag("bias", bias),
-        "monitor": monitor,
-        "metric_key": monitor.removeprefix("val_"),
-        "mode": _validation.choice("mode", mode, ("auto", "min", "max")),
-        "select": _validation.choice("select", select, SELECTIONS),
-        "tolerance": _validation.non_negative_float("tolerance", tolerance),
-        "prune_scope": _validation.choice(
-            "prune_scope", prune_scope, PRUNE_SCOPES
-        ),
-        "finetune_data": finetune_data,
-        "finetune_arguments": None
-        if finetune_data is None
-        else data_arguments(finetune_data, "finetune_data"),
-        "finetune_epochs": _validation.positive_int(
-            "finetune_epochs", finetune_epochs
-        ),
-        "penalty_factory": _penalty_factory(regularizer),
-        "proximal": _validation.flag("proximal", proximal),
-        "batch_size": batch_size,
-        "verbose": _validation.verbosity("verbose", verbose),
-    }
+def _no_worse(metric, reference, mode):
+    """Whether `metric` is finite and at least as good as `reference`."""
+    if not math.isfinite(metric):
+        return False
+    if mode == "min":
+        return metric <= reference
+    return metric >= reference
 
 
 def _check_model(model):
@@ -681,36 +424,136 @@ def _resolve_mode(model, monitor, mode):
     return "max" if direction == "up" else "min"
 
 
-def run(model, validation_arguments, options):
-    """`shrink`, with checked options and `evaluate`'s data arguments.
+def _model_state(model, finetuning):
+    """Every variable that a level of `shrink` may change, once each.
 
-    Args:
-        model: the model.
-        validation_arguments: keyword arguments of `model.evaluate` that
-            give it the validation data, or a function of no arguments
-            returning them, called before each evaluation (for data that
-            must be handed to the model anew each time).
-        options: from `check_options`.
+    Not only the weights shrunk: every variable the model holds (its
+    weights, non-trainable state and `SeedGenerator` states), and its
+    metrics' variables, since on JAX a `fit` or `evaluate` that raises
+    leaves all of them without values; dropout in a fine-tuning `fit`
+    advances the seed states on every backend. With fine-tuning, the
+    optimizer's variables too (built first if they are not, so that they
+    exist to be restored), to return the model exactly as it came.
     """
-    _check_model(model)
-    options = dict(
-        options,
-        validation_arguments=validation_arguments,
-        mode=_resolve_mode(model, options["monitor"], options["mode"]),
-        variables=[
-            variable
-            for _, variable in _attach.selected_weights(
-                model, options["layers"], options["bias"]
-            )
-        ],
+    variables = list(model.variables) + list(model.metrics_variables)
+    if finetuning:
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        variables += optimizer.variables
+    unique, seen = [], set()
+    for variable in variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            unique.append(variable)
+    return unique
+
+
+def _weight_statistics(variables):
+    """`(l2_norm, zero_fraction, nonzero, parameters)` of `variables`."""
+    values = [v.value for v in variables]
+    squares = ops.stack(
+        [ops.sum(ops.square(ops.cast(w, "float32"))) for w in values]
     )
-    walk = _Walk(model, options)
-    original = _weights.copy_values(walk.state)
-    position = {id(v): i for i, v in enumerate(walk.state)}
-    originals = [original[position[id(v)]] for v in walk.variables]
-    try:
-        return _walk_path(walk, original, originals)
-    except BaseException:
-        walk.restore_settings()
-        _weights.assign_values(walk.state, original)
-        raise
+    nonzero = ops.stack(
+        [ops.sum(ops.cast(ops.not_equal(w, 0), "int32")) for w in values]
+    )
+    squares = ops.convert_to_numpy(squares).astype("float64")
+    nonzero = int(ops.convert_to_numpy(nonzero).astype("int64").sum())
+    parameters = sum(math.prod(v.shape) for v in variables)
+    return (
+        math.sqrt(float(squares.sum())),
+        1.0 - nonzero / parameters,
+        nonzero,
+        parameters,
+    )
+
+
+def _weight_penalty(model):
+    """The sum of the weight penalties Keras adds to the loss."""
+    terms = [
+        ops.cast(ops.sum(variable.regularizer(variable)), "float32")
+        for variable in model.trainable_weights
+        if variable.regularizer is not None
+    ]
+    if not terms:
+        return 0.0
+    return float(ops.convert_to_numpy(ops.sum(ops.stack(terms))))
+
+
+class _Path:
+    """The shrunk values of the selected weights at each level."""
+
+    def __init__(self, method, originals, prune_scope):
+        self.method = method
+        self.originals = originals
+        self.ranks = None
+        if method == "prune":
+            self.ranks = _magnitude_ranks(originals, prune_scope)
+
+    def values(self, level):
+        if self.method == "scale":
+            return [w / (1.0 + level) for w in self.originals]
+        if self.method == "soft_threshold":
+            return [_proximal.soft_threshold(w, level) for w in self.originals]
+        return [
+            ops.where(rank >= math.floor(level * size), w, ops.zeros_like(w))
+            for w, (rank, size) in zip(self.originals, self.ranks, strict=True)
+        ]
+
+
+class _HoldZeros:
+    """A variable constraint keeping the zeros of a mask during fine-tuning."""
+
+    def __init__(self, mask, constraint):
+        self.mask = mask
+        self.constraint = constraint
+
+    def __call__(self, w):
+        w = w * ops.cast(self.mask, w.dtype)
+        if self.constraint is not None:
+            w = self.constraint(w)
+        return w
+
+
+def _default_soft_thresholds(originals):
+    """Log-spaced thresholds between quantiles of the weights' magnitudes."""
+    magnitudes = np.concatenate(
+        [np.abs(ops.convert_to_numpy(value)).ravel() for value in originals]
+    )
+    magnitudes = magnitudes[magnitudes > 0]
+    if magnitudes.size == 0:
+        raise ValueError(
+            "Every selected weight is already 0: there is nothing to shrink."
+        )
+    low, high = np.quantile(magnitudes, _SOFT_THRESHOLD_QUANTILES)
+    return tuple(
+        float(f"{x:.3g}")
+        for x in np.geomspace(low, high, _SOFT_THRESHOLD_LEVELS)
+    )
+
+
+def _magnitude_ranks(originals, scope):
+    """For each weight tensor, the rank of each entry's magnitude.
+
+    Ranks are taken within each tensor (`scope="layer"`) or across all of
+    them (`"global"`); ties are broken by position, so pruning a fraction
+    `f` zeroes exactly `floor(f * n)` entries.
+    """
+    arrays = [np.abs(ops.convert_to_numpy(value)) for value in originals]
+    if scope == "layer":
+        groups = [[array] for array in arrays]
+    else:
+        groups = [arrays]
+    ranks = []
+    for group in groups:
+        flat = np.concatenate([array.ravel() for array in group])
+        order = np.argsort(flat, kind="stable")
+        rank = np.empty(flat.size, dtype="int64")
+        rank[order] = np.arange(flat.size)
+        start = 0
+        for array in group:
+            part = rank[start : start + array.size].reshape(array.shape)
+            ranks.append((ops.convert_to_tensor(part, "int32"), flat.size))
+            start += array.size
+    return ranks

@@ -3,6 +3,7 @@
 import keras
 
 from keras_regkit import _shrinkage
+from keras_regkit._shrink_options import ShrinkOptions, data_arguments
 from keras_regkit.callbacks._copying import copy_without_run_state
 
 
@@ -92,11 +93,11 @@ class WeightShrinkage(keras.callbacks.Callback):
 
     def __init__(self, validation_data=None, **shrink_options):
         super().__init__()
-        self.options = _shrinkage.check_options(**shrink_options)
+        self.options = ShrinkOptions(**shrink_options)
         self.shrink_options = shrink_options
         self.validation_arguments = None
         if validation_data is not None:
-            self.validation_arguments = _shrinkage.data_arguments(
+            self.validation_arguments = data_arguments(
                 validation_data, "validation_data"
             )
         self.validation_data = validation_data
@@ -153,7 +154,7 @@ class WeightShrinkage(keras.callbacks.Callback):
             validation_arguments = validation_arguments()
         results = self.model.evaluate(
             **validation_arguments,
-            batch_size=self.options["batch_size"],
+            batch_size=self.options.batch_size,
             verbose=0,
             return_dict=True,
         )
