@@ -21,6 +21,7 @@ import dataclasses
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -31,9 +32,11 @@ from keras_regkit import (
     ElasticNet,
     ExpAbs,
     GroupLasso,
+    ShrinkageReport,
     _attach,
     _shrinkage,
     _validation,
+    _weights,
     callbacks,
     plot,
     regularize,
@@ -54,26 +57,94 @@ SHRINK_OPTIONS = {
     "select": "sparsest_within",
     "tolerance": 0.0,
 }
-
-METHODS = (
-    "none",
-    "L1(1e-4)",
-    "L2(1e-3)",
-    "ElasticNet(1e-4, 1e-3)",
-    "ExpAbs(1e-3)",
-    "GroupLasso(1e-3)",
-    "Dropout(0.4)",
-    "EarlyStopping",
-    "shrink",
-)
-PENALTIES = {
-    "L1(1e-4)": L1(1e-4),
-    "L2(1e-3)": L2(1e-3),
-    "ElasticNet(1e-4, 1e-3)": ElasticNet(1e-4, 1e-3),
-    "ExpAbs(1e-3)": ExpAbs(1e-3),
-    "GroupLasso(1e-3)": GroupLasso(1e-3),
-}
 SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """What one trained model scores, on its data fit alone (no penalty).
+
+    Attributes:
+        train_accuracy: accuracy on the training points.
+        test_accuracy: accuracy on the test points.
+        test_loss: binary cross-entropy on the test points.
+        kernel_norm: the L2 norm of the hidden layer's kernel.
+        zero_fraction: the fraction of that kernel's entries exactly 0.
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    test_loss: float
+    kernel_norm: float
+    zero_fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedRun:
+    """One method trained on one seed: its figures in the table.
+
+    Attributes:
+        score: the final model's `Score`.
+        steps: the full-batch steps the final model trained for.
+        seconds: the wall time of the whole method, folds included.
+        held_out: for the methods that choose on folds, the `Score` of the
+            first fold's model (trained on two thirds of the points);
+            `None` for the others.
+    """
+
+    score: Score
+    steps: int
+    seconds: float
+    held_out: Score | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodResult:
+    """One method over every seed: a row of the table.
+
+    Attributes:
+        label: the method's label.
+        runs: one `SeedRun` per seed, in seed order.
+        baseline: whether the method is the unregularized baseline.
+    """
+
+    label: str
+    runs: tuple[SeedRun, ...]
+    baseline: bool = False
+
+    def scores(self, name):
+        """The `Score` field `name` of each seed, as an array."""
+        return np.array(
+            [getattr(run.score, name) for run in self.runs], dtype="float64"
+        )
+
+    def mean_test_accuracy(self):
+        """The test accuracy, averaged over the seeds."""
+        return float(self.scores("test_accuracy").mean())
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One strength of the `L2` sweep, its accuracies averaged over seeds."""
+
+    strength: float
+    train_accuracy: float
+    test_accuracy: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What `run` returns.
+
+    Attributes:
+        results: a `MethodResult` per method, in `METHODS`' order.
+        sweep: a `SweepPoint` per strength swept, strongest first.
+        figures: the paths of the PNG figures written.
+    """
+
+    results: tuple[MethodResult, ...]
+    sweep: tuple[SweepPoint, ...]
+    figures: tuple[pathlib.Path, ...]
 
 
 def load_data():
@@ -133,24 +204,26 @@ def _fit(model, train, steps, validation=None, fit_callbacks=()):
 
 
 def _score(model, train, test):
-    """Accuracies and test loss of the data fit alone (no penalty term)."""
+    """The `Score` of `model`: the data fit alone, without the penalty."""
+
+    def probabilities(x):
+        return keras.ops.convert_to_numpy(model(x))[:, 0]
 
     def accuracy(x, y):
-        predictions = keras.ops.convert_to_numpy(model(x))[:, 0]
-        return float(np.mean((predictions > 0.5) == y.astype(bool)))
+        return float(np.mean((probabilities(x) > 0.5) == y.astype(bool)))
 
-    probabilities = keras.ops.convert_to_numpy(model(test[0]))[:, 0]
-    eps = 1e-7
-    p = np.clip(probabilities, eps, 1 - eps)
-    test_loss = -np.mean(test[1] * np.log(p) + (1 - test[1]) * np.log(1 - p))
+    x_test, y_test = test
+    test_loss = keras.losses.BinaryCrossentropy()(
+        y_test[:, None], probabilities(x_test)[:, None]
+    )
     kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
-    return {
-        "train_accuracy": accuracy(*train),
-        "test_accuracy": accuracy(*test),
-        "test_loss": float(test_loss),
-        "kernel_norm": float(np.linalg.norm(kernel)),
-        "zero_fraction": float(np.mean(kernel == 0.0)),
-    }
+    return Score(
+        train_accuracy=accuracy(*train),
+        test_accuracy=accuracy(*test),
+        test_loss=float(keras.ops.convert_to_numpy(test_loss)),
+        kernel_norm=float(np.linalg.norm(kernel)),
+        zero_fraction=float(np.mean(kernel == 0.0)),
+    )
 
 
 def _folds(train, seed):
@@ -166,7 +239,40 @@ def _folds(train, seed):
         yield (x[kept], y[kept]), (x[held], y[held])
 
 
-def _early_stopped(seed, steps, train, test, ticker):
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A method's final model on one seed, and what the figures draw of it.
+
+    Attributes:
+        model: the model trained on all the training points.
+        steps: the full-batch steps it trained for.
+        held_out: for the methods that choose on folds, the `Score` of the
+            first fold's model; `None` for the others.
+        history: EarlyStopping's first fold's `History`, else `None`.
+        early_stopping: that fold's `EarlyStopping` callback, else `None`.
+        shrinkage_report: shrink's first fold's `ShrinkageReport`, else
+            `None`.
+        kernel_before: shrink's hidden kernel before it was scaled, else
+            `None`.
+    """
+
+    model: keras.Model
+    steps: int
+    held_out: Score | None = None
+    history: keras.callbacks.History | None = None
+    early_stopping: keras.callbacks.Callback | None = None
+    shrinkage_report: ShrinkageReport | None = None
+    kernel_before: np.ndarray | None = None
+
+
+def _trained_on_all(method, seed, steps, train, test, ticker):
+    """`method`'s model trained `steps` steps on all the training points."""
+    model = build_model(seed, method.penalty, method.dropout)
+    _fit(model, train, steps, None, ticker.callbacks(steps))
+    return Trained(model, steps)
+
+
+def _early_stopped(method, seed, steps, train, test, ticker):
     """`EarlyStopping` on each fold, then a refit on all the points.
 
     Each fold's `EarlyStopping` finds the step count at which its held-out
@@ -174,28 +280,31 @@ def _early_stopped(seed, steps, train, test, ticker):
     point for the median of those counts (Goodfellow, Bengio and
     Courville's algorithm 7.2, with cross-validation).
     """
-    best_epochs, held_out = [], None
+    best_epochs = []
     for fold, (fold_train, validation) in enumerate(_folds(train, seed)):
         stopper = callbacks.EarlyStopping(
             patience=PATIENCE, restore_best_weights=True
         )
-        model = build_model(seed)
+        model = build_model(seed, method.penalty, method.dropout)
         ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
         history = _fit(model, fold_train, steps, validation, [stopper, *ticks])
         best_epochs.append(stopper.best_epoch + 1)
-        if held_out is None:
-            held_out = {
-                "history": history,
-                "early_stopping": stopper,
-                "scores": _score(model, train, test),
-            }
+        if fold == 0:
+            first = (_score(model, train, test), history, stopper)
     trained = CHUNK * int(np.median(best_epochs))
-    model = build_model(seed)
+    model = build_model(seed, method.penalty, method.dropout)
     _fit(model, train, trained, None, ticker.callbacks(trained, "refit"))
-    return model, trained, {"held_out": held_out}
+    held_out, history, stopper = first
+    return Trained(
+        model,
+        trained,
+        held_out=held_out,
+        history=history,
+        early_stopping=stopper,
+    )
 
 
-def _shrunk(seed, steps, train, test, ticker):
+def _shrunk(method, seed, steps, train, test, ticker):
     """`shrink` on each fold, then its best level on a model of all points.
 
     Like glmnet's cross-validation: each fold trains on two thirds of the
@@ -203,28 +312,27 @@ def _shrunk(seed, steps, train, test, ticker):
     level with the best mean over the folds is then applied to a model
     trained on every training point.
     """
-    paths, held_out = [], None
+    paths = []
     for fold, (fold_train, validation) in enumerate(_folds(train, seed)):
-        model = build_model(seed)
+        model = build_model(seed, method.penalty, method.dropout)
         ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
         _fit(model, fold_train, steps, None, ticks)
-        report = shrink(model, validation, **SHRINK_OPTIONS)
-        paths.append(report)
-        if held_out is None:
-            held_out = {
-                "report": report,
-                "scores": _score(model, train, test),
-            }
+        paths.append(shrink(model, validation, **SHRINK_OPTIONS))
+        if fold == 0:
+            held_out = _score(model, train, test)
     level = _chosen_level(paths)
-    model = build_model(seed)
+    model = build_model(seed, method.penalty, method.dropout)
     _fit(model, train, steps, None, ticker.callbacks(steps, "refit"))
     before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     if level is not None:
-        # `shrink(method="scale")` multiplies the weights it selects (by
-        # default every kernel) by 1 / (1 + level).
-        for _, variable in _attach.selected_weights(model):
-            variable.assign(variable / (1.0 + level))
-    return model, steps, {"held_out": held_out, "before": before}
+        _shrink_to(model, level)
+    return Trained(
+        model,
+        steps,
+        held_out=held_out,
+        shrinkage_report=paths[0],
+        kernel_before=before,
+    )
 
 
 def _chosen_level(reports):
@@ -245,55 +353,91 @@ def _chosen_level(reports):
     return rows[chosen].level
 
 
+def _shrink_to(model, level):
+    """Leaves `model` where `shrink(**SHRINK_OPTIONS)` would at `level`.
+
+    The weights `shrink` selects (by default every kernel), shrunk by its
+    own path. `shrink` exposes no public way to apply one given level
+    without measuring it, hence its private `_Path`.
+    """
+    variables = [variable for _, variable in _attach.selected_weights(model)]
+    path = _shrinkage._Path(
+        SHRINK_OPTIONS["method"], [v.value for v in variables], "layer"
+    )
+    _weights.assign_values(variables, path.values(level))
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method of the table: its label, its model, and how it trains.
+
+    Attributes:
+        label: the table's label.
+        penalty: the hidden kernel's penalty, or `None`.
+        dropout: the rate of a `Dropout` after the hidden layer, or `None`.
+        trainer: `trainer(method, seed, steps, train, test, ticker)`
+            trains it and returns a `Trained`; by default `steps` steps on
+            all the training points.
+        baseline: whether this is the unregularized baseline.
+        boundary_title: the title of its panel of the decision boundaries
+            figure, or `None` to leave it out.
+    """
+
+    label: str
+    penalty: keras.regularizers.Regularizer | None = None
+    dropout: float | None = None
+    trainer: Callable[..., Trained] = _trained_on_all
+    baseline: bool = False
+    boundary_title: str | None = None
+
+
+METHODS = (
+    Method("none", baseline=True, boundary_title="no regularization"),
+    Method("L1(1e-4)", penalty=L1(1e-4)),
+    Method("L2(1e-3)", penalty=L2(1e-3), boundary_title="L2(1e-3)"),
+    Method("ElasticNet(1e-4, 1e-3)", penalty=ElasticNet(1e-4, 1e-3)),
+    Method("ExpAbs(1e-3)", penalty=ExpAbs(1e-3)),
+    Method("GroupLasso(1e-3)", penalty=GroupLasso(1e-3)),
+    Method("Dropout(0.4)", dropout=0.4, boundary_title="Dropout(0.4)"),
+    Method("EarlyStopping", trainer=_early_stopped),
+    Method("shrink", trainer=_shrunk),
+)
+
+
 def run_method(method, seed, steps, train, test, ticker=None):
-    """Trains one method on one seed; returns its figures and artefacts.
+    """Trains one `Method` on one seed.
 
     `ticker`, a `Ticker`, shows the steps as they go.
+
+    Returns:
+        Its `SeedRun` (the figures) and its `Trained` (the model, and what
+        the figures draw).
     """
     started = time.perf_counter()
     ticker = ticker or Ticker(None)
-    if method == "EarlyStopping":
-        model, trained, extras = _early_stopped(
-            seed, steps, train, test, ticker
-        )
-    elif method == "shrink":
-        model, trained, extras = _shrunk(seed, steps, train, test, ticker)
-    else:
-        model = build_model(
-            seed,
-            penalty=PENALTIES.get(method),
-            dropout=0.4 if method == "Dropout(0.4)" else None,
-        )
-        history = _fit(model, train, steps, None, ticker.callbacks(steps))
-        trained, extras = steps, {"history": history}
-    figures = _score(model, train, test)
-    figures["steps"] = trained
-    if "held_out" in extras:
-        scores = extras["held_out"]["scores"]
-        figures["held_out_test_accuracy"] = scores["test_accuracy"]
-    figures["seconds"] = time.perf_counter() - started
-    extras["model"] = model
-    return figures, extras
-
-
-def _mean_std(runs, key):
-    values = np.array([run[key] for run in runs], dtype="float64")
-    return values.mean(), values.std()
+    trained = method.trainer(method, seed, steps, train, test, ticker)
+    result = SeedRun(
+        score=_score(trained.model, train, test),
+        steps=trained.steps,
+        seconds=time.perf_counter() - started,
+        held_out=trained.held_out,
+    )
+    return result, trained
 
 
 def format_table(results):
-    """The side-by-side table, with an honest verdict per method."""
-    baseline = _mean_std(results["none"], "test_accuracy")[0]
+    """The side-by-side table of `MethodResult`s, an honest verdict each."""
+    baseline = _baseline(results).mean_test_accuracy()
     header = (
         f"{'method':<24}{'train acc':>10}{'test acc':>16}{'vs none':>9}"
         f"{'test loss':>10}{'kernel L2':>10}{'zeros':>7}{'steps':>7}"
         f"{'s/run':>7}  verdict"
     )
     lines = [header, "-" * len(header)]
-    for method, runs in results.items():
-        test_mean, test_std = _mean_std(runs, "test_accuracy")
-        change = test_mean - baseline
-        if method == "none":
+    for result in results:
+        test = result.scores("test_accuracy")
+        change = test.mean() - baseline
+        if result.baseline:
             verdict = "baseline"
         elif change > 0.005:
             verdict = "helps"
@@ -302,28 +446,32 @@ def format_table(results):
         else:
             verdict = "no gain here"
         lines.append(
-            f"{method:<24}"
-            f"{_mean_std(runs, 'train_accuracy')[0]:>10.3f}"
-            f"{test_mean:>9.3f} ± {test_std:.3f}"
+            f"{result.label:<24}"
+            f"{result.scores('train_accuracy').mean():>10.3f}"
+            f"{test.mean():>9.3f} ± {test.std():.3f}"
             f"{change:>+9.3f}"
-            f"{_mean_std(runs, 'test_loss')[0]:>10.3f}"
-            f"{_mean_std(runs, 'kernel_norm')[0]:>10.2f}"
-            f"{_mean_std(runs, 'zero_fraction')[0]:>7.0%}"
-            f"{_mean_std(runs, 'steps')[0]:>7.0f}"
-            f"{_mean_std(runs, 'seconds')[0]:>7.1f}  {verdict}"
+            f"{result.scores('test_loss').mean():>10.3f}"
+            f"{result.scores('kernel_norm').mean():>10.2f}"
+            f"{result.scores('zero_fraction').mean():>7.0%}"
+            f"{np.mean([run.steps for run in result.runs]):>7.0f}"
+            f"{np.mean([run.seconds for run in result.runs]):>7.1f}"
+            f"  {verdict}"
         )
     return "\n".join(lines)
+
+
+def _baseline(results):
+    """The baseline's `MethodResult` among `results`."""
+    return next(result for result in results if result.baseline)
 
 
 def average_accuracies(results):
     """Mean test accuracy of the regularized runs, and of the baseline's."""
     regularized = [
-        _mean_std(runs, "test_accuracy")[0]
-        for method, runs in results.items()
-        if method != "none"
+        result.mean_test_accuracy() for result in results if not result.baseline
     ]
-    baseline = _mean_std(results["none"], "test_accuracy")[0]
-    return float(np.mean(regularized)), float(baseline)
+    baseline = _baseline(results).mean_test_accuracy()
+    return float(np.mean(regularized)), baseline
 
 
 def format_summary(results):
@@ -334,9 +482,11 @@ def format_summary(results):
         f"against {baseline:.3f} without ({regularized - baseline:+.3f})."
     ]
     held_out = {
-        method: _mean_std(runs, "held_out_test_accuracy")[0]
-        for method, runs in results.items()
-        if "held_out_test_accuracy" in runs[0]
+        result.label: np.mean(
+            [run.held_out.test_accuracy for run in result.runs]
+        )
+        for result in results
+        if result.runs[0].held_out is not None
     }
     if held_out:
         lines.append(
@@ -346,6 +496,19 @@ def format_summary(results):
             + ", ".join(f"{m} {v:.3f}" for m, v in held_out.items())
             + "."
         )
+    return "\n".join(lines)
+
+
+def format_sweep(sweep):
+    """The `SweepPoint`s, one line each, then the best strength."""
+    lines = ["L2 strength sweep (mean over seeds):"]
+    for point in sweep:
+        lines.append(
+            f"  L2({point.strength:g}): train {point.train_accuracy:.3f}, "
+            f"test {point.test_accuracy:.3f}"
+        )
+    best = max(sweep, key=lambda point: point.test_accuracy)
+    lines.append(f"  best test accuracy at L2({best.strength:g})")
     return "\n".join(lines)
 
 
@@ -438,9 +601,29 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
             multiple of 50.
 
     Returns:
-        A dict with the per-method `results`, the `sweep`, and the paths of
-        the `figures`.
+        An `Outcome`: the per-method `results`, the `sweep`, and the paths
+        of the `figures`.
     """
+    seeds, steps = _lengths(quick, seeds, steps)
+    strengths = SWEEP[1:4] if quick else SWEEP
+    train, test = load_data()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ticker = Ticker(sys.stdout)
+    ticker.line(
+        f"keras-regkit demo on {keras.backend.backend()}: two moons, 30 "
+        f"training and 70 test points, Dense({HIDDEN_UNITS}); {steps} "
+        f"full-batch steps, {seeds} seed(s) per method."
+    )
+    numbers = _run_numbers((len(METHODS) + len(strengths)) * seeds)
+    results, first = _run_methods(seeds, steps, train, test, ticker, numbers)
+    sweep = _run_sweep(strengths, seeds, steps, train, test, ticker, numbers)
+    figures = _report(out, results, first, sweep, quick, steps, train, test)
+    return Outcome(results, sweep, figures)
+
+
+def _lengths(quick, seeds, steps):
+    """`seeds` and `steps`, their defaults filled in, checked."""
     if seeds is None:
         seeds = 1 if quick else 3
     if steps is None:
@@ -452,53 +635,73 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
             "Invalid value received for argument `steps`. Expected a "
             f"multiple of {CHUNK}. Received: steps={steps}"
         )
-    sweep = SWEEP[1:4] if quick else SWEEP
-    train, test = load_data()
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ticker = Ticker(sys.stdout)
-    ticker.line(
-        f"keras-regkit demo on {keras.backend.backend()}: two moons, 30 "
-        f"training and 70 test points, Dense({HIDDEN_UNITS}); {steps} "
-        f"full-batch steps, {seeds} seed(s) per method."
-    )
-    total = len(METHODS) * seeds + len(sweep) * seeds
-    done = 0
-    results, kept = {}, {}
+    return seeds, steps
+
+
+def _run_numbers(total):
+    """`[ 1/total]`, `[ 2/total]`, ...: the progress lines' run numbers."""
+    for done in range(1, total + 1):
+        yield f"[{done:>2}/{total}]"
+
+
+def _run_methods(seeds, steps, train, test, ticker, numbers):
+    """Trains every method of `METHODS` on every seed.
+
+    Returns:
+        A `MethodResult` per method, and the `Trained` of each method's
+        seed 0, for the figures.
+    """
+    results, first = [], []
     for method in METHODS:
         runs = []
         for seed in range(seeds):
-            done += 1
-            ticker.label = f"[{done:>2}/{total}] {method} seed {seed}"
-            figures, extras = run_method(
+            number = next(numbers)
+            ticker.label = f"{number} {method.label} seed {seed}"
+            result, trained = run_method(
                 method, seed, steps, train, test, ticker
             )
-            runs.append(figures)
+            runs.append(result)
             if seed == 0:
-                kept[method] = extras
+                first.append(trained)
             ticker.line(
-                f"[{done:>2}/{total}] {method:<24} seed {seed}: test "
-                f"accuracy {figures['test_accuracy']:.3f} "
-                f"({figures['seconds']:.1f} s)"
+                f"{number} {method.label:<24} seed {seed}: test accuracy "
+                f"{result.score.test_accuracy:.3f} ({result.seconds:.1f} s)"
             )
-        results[method] = runs
-    sweep_results = {}
-    for strength in sweep:
-        runs = []
+        results.append(MethodResult(method.label, tuple(runs), method.baseline))
+    return tuple(results), tuple(first)
+
+
+def _run_sweep(strengths, seeds, steps, train, test, ticker, numbers):
+    """Trains with `L2` at each of `strengths`; a `SweepPoint` each."""
+    sweep = []
+    for strength in strengths:
+        method = Method(f"L2({strength:g})", penalty=L2(strength))
+        scores = []
         for seed in range(seeds):
-            done += 1
-            ticker.label = f"[{done:>2}/{total}] sweep L2({strength:g})"
-            model = build_model(seed, penalty=L2(strength))
-            _fit(model, train, steps, None, ticker.callbacks(steps))
-            runs.append(_score(model, train, test))
+            number = next(numbers)
+            ticker.label = f"{number} sweep {method.label}"
+            trained = method.trainer(method, seed, steps, train, test, ticker)
+            scores.append(_score(trained.model, train, test))
             ticker.line(
-                f"[{done:>2}/{total}] sweep L2({strength:g}) seed {seed}: "
-                f"test accuracy {runs[-1]['test_accuracy']:.3f}"
+                f"{number} sweep {method.label} seed {seed}: test accuracy "
+                f"{scores[-1].test_accuracy:.3f}"
             )
-        sweep_results[strength] = {
-            "train accuracy": _mean_std(runs, "train_accuracy")[0],
-            "test accuracy": _mean_std(runs, "test_accuracy")[0],
-        }
+        sweep.append(
+            SweepPoint(
+                strength,
+                float(np.mean([score.train_accuracy for score in scores])),
+                float(np.mean([score.test_accuracy for score in scores])),
+            )
+        )
+    return tuple(sweep)
+
+
+def _report(out, results, first, sweep, quick, steps, train, test):
+    """Prints the table, the summary and the sweep; writes the figures.
+
+    Returns:
+        The paths of the figures.
+    """
     print()
     print(format_table(results))
     print(format_summary(results))
@@ -509,59 +712,60 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
             "without --quick for the experiment.)"
         )
     print()
-    print("L2 strength sweep (mean over seeds):")
-    for strength, values in sweep_results.items():
-        print(
-            f"  L2({strength:g}): train {values['train accuracy']:.3f}, "
-            f"test {values['test accuracy']:.3f}"
-        )
-    best = max(sweep_results, key=lambda s: sweep_results[s]["test accuracy"])
-    print(f"  best test accuracy at L2({best:g})")
-    figures = _write_figures(out, kept, sweep_results, train, test)
+    print(format_sweep(sweep))
+    figures = _write_figures(out, first, sweep, train, test)
     print()
     print("Figures:")
     for path in figures:
         print(f"  {path}")
-    return {"results": results, "sweep": sweep_results, "figures": figures}
+    return figures
 
 
-def _write_figures(out, kept, sweep_results, train, test):
-    stopping = kept["EarlyStopping"]["held_out"]
-    shrunk = kept["shrink"]
+def _write_figures(out, first, sweep, train, test):
+    """Draws the figures from `first`, the methods' seed-0 `Trained`s.
+
+    Returns:
+        The paths of the PNG files written to `out`.
+    """
+    stopped = next(t for t in first if t.early_stopping is not None)
+    shrunk = next(t for t in first if t.shrinkage_report is not None)
+    boundaries = {
+        method.boundary_title: trained.model
+        for method, trained in zip(METHODS, first, strict=True)
+        if method.boundary_title is not None
+    }
+    shrunk_kernel = keras.ops.convert_to_numpy(
+        shrunk.model.get_layer("hidden").kernel
+    )
     drawn = {
         "learning_curves.png": plot.plot_learning_curves(
-            stopping["history"], early_stopping=stopping["early_stopping"]
+            stopped.history, early_stopping=stopped.early_stopping
         ),
         "decision_boundaries.png": _decision_boundaries(
-            {
-                "no regularization": kept["none"]["model"],
-                "L2(1e-3)": kept["L2(1e-3)"]["model"],
-                "Dropout(0.4)": kept["Dropout(0.4)"]["model"],
-            },
-            train,
-            test,
+            boundaries, train, test
         ),
         "weight_histograms.png": plot.plot_weight_histograms(
-            {
-                "hidden/kernel": keras.ops.convert_to_numpy(
-                    shrunk["model"].get_layer("hidden").kernel
-                )
-            },
-            before={"hidden/kernel": shrunk["before"]},
+            {"hidden/kernel": shrunk_kernel},
+            before={"hidden/kernel": shrunk.kernel_before},
         ),
         "strength_sweep.png": plot.plot_strength_sweep(
-            sweep_results, xlabel="L2 strength"
+            {
+                point.strength: {
+                    "train accuracy": point.train_accuracy,
+                    "test accuracy": point.test_accuracy,
+                }
+                for point in sweep
+            },
+            xlabel="L2 strength",
         ),
-        "shrinkage_path.png": plot.plot_shrinkage_path(
-            shrunk["held_out"]["report"]
-        ),
+        "shrinkage_path.png": plot.plot_shrinkage_path(shrunk.shrinkage_report),
     }
     paths = []
     for name, figure in drawn.items():
         path = out / name
         figure.savefig(path, dpi=100)
         paths.append(path)
-    return paths
+    return tuple(paths)
 
 
 def main(argv=None):

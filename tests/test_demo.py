@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from keras_regkit import L2
 from keras_regkit import _demo as demo
 from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 
@@ -24,29 +25,38 @@ FIGURES = (
 )
 
 
-def _runs(test_accuracies):
-    return [
-        {
-            "train_accuracy": 1.0,
-            "test_accuracy": accuracy,
-            "test_loss": 0.3,
-            "kernel_norm": 2.0,
-            "zero_fraction": 0.0,
-            "steps": 2000,
-            "seconds": 1.0,
-        }
-        for accuracy in test_accuracies
-    ]
+def _score(test_accuracy):
+    return demo.Score(
+        train_accuracy=1.0,
+        test_accuracy=test_accuracy,
+        test_loss=0.3,
+        kernel_norm=2.0,
+        zero_fraction=0.0,
+    )
+
+
+def _result(label, test_accuracies, held_out=None, baseline=False):
+    held_out = held_out or [None] * len(test_accuracies)
+    runs = tuple(
+        demo.SeedRun(
+            score=_score(accuracy),
+            steps=2000,
+            seconds=1.0,
+            held_out=None if other is None else _score(other),
+        )
+        for accuracy, other in zip(test_accuracies, held_out, strict=True)
+    )
+    return demo.MethodResult(label, runs, baseline=baseline)
 
 
 def test_the_table_says_honestly_whether_a_method_helps():
     table = demo.format_table(
-        {
-            "none": _runs([0.90, 0.92]),
-            "L2(1e-3)": _runs([0.94, 0.94]),
-            "L1(1e-4)": _runs([0.91, 0.91]),
-            "Dropout(0.4)": _runs([0.85, 0.87]),
-        }
+        [
+            _result("none", [0.90, 0.92], baseline=True),
+            _result("L2(1e-3)", [0.94, 0.94]),
+            _result("L1(1e-4)", [0.91, 0.91]),
+            _result("Dropout(0.4)", [0.85, 0.87]),
+        ]
     ).splitlines()
     assert table[0].split()[:3] == ["method", "train", "acc"]
     rows = {line.split()[0]: line for line in table[2:]}
@@ -58,19 +68,15 @@ def test_the_table_says_honestly_whether_a_method_helps():
 
 
 def test_the_summary_averages_every_regularized_run_against_none():
-    results = {
-        "none": _runs([0.90, 0.92]),
-        "L2(1e-3)": _runs([0.94, 0.94]),
-        "Dropout(0.4)": _runs([0.85, 0.87]),
-        "EarlyStopping": _runs([0.93, 0.93]),
-    }
-    for run, held_out in zip(
-        results["EarlyStopping"], (0.70, 0.80), strict=True
-    ):
-        run["held_out_test_accuracy"] = held_out
+    results = [
+        _result("none", [0.90, 0.92], baseline=True),
+        _result("L2(1e-3)", [0.94, 0.94]),
+        _result("Dropout(0.4)", [0.85, 0.87]),
+        _result("EarlyStopping", [0.93, 0.93], held_out=[0.70, 0.80]),
+    ]
     # (0.94 + 0.86 + 0.93) / 3 against 0.91
     assert demo.average_accuracies(results) == pytest.approx((0.91, 0.91))
-    results["Dropout(0.4)"] = _runs([0.94, 0.96])
+    results[2] = _result("Dropout(0.4)", [0.94, 0.96])
     assert demo.average_accuracies(results) == pytest.approx((0.94, 0.91))
     first, second = demo.format_summary(results).splitlines()
     assert first == (
@@ -79,6 +85,60 @@ def test_the_summary_averages_every_regularized_run_against_none():
     )
     assert second.startswith("EarlyStopping choose on 3 folds")
     assert second.endswith("they would score EarlyStopping 0.750.")
+
+
+def test_the_sweep_lists_each_strength_and_the_best():
+    sweep = (
+        demo.SweepPoint(1e-2, 0.9, 0.80),
+        demo.SweepPoint(1e-3, 1.0, 0.93),
+        demo.SweepPoint(1e-4, 1.0, 0.90),
+    )
+    assert demo.format_sweep(sweep).splitlines() == [
+        "L2 strength sweep (mean over seeds):",
+        "  L2(0.01): train 0.900, test 0.800",
+        "  L2(0.001): train 1.000, test 0.930",
+        "  L2(0.0001): train 1.000, test 0.900",
+        "  best test accuracy at L2(0.001)",
+    ]
+
+
+def test_each_method_is_described_once_with_one_baseline():
+    labels = [method.label for method in demo.METHODS]
+    assert len(set(labels)) == len(labels)
+    assert [m.label for m in demo.METHODS if m.baseline] == ["none"]
+    assert [m.boundary_title for m in demo.METHODS if m.boundary_title] == [
+        "no regularization",
+        "L2(1e-3)",
+        "Dropout(0.4)",
+    ]
+
+
+def test_score_is_the_data_fit_and_shrink_to_scales_like_shrink():
+    train, test = demo.load_data()
+    model = demo.build_model(0, penalty=L2(1e-2))
+    score = demo._score(model, train, test)
+    # The loss Keras reports, less the penalty term.
+    loss = model.evaluate(*test, verbose=0, return_dict=True)["loss"]
+    penalty = sum(
+        float(keras.ops.convert_to_numpy(value)) for value in model.losses
+    )
+    assert penalty > 0
+    assert score.test_loss == pytest.approx(loss - penalty, abs=1e-5)
+    kernels = [
+        keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+        for name in ("hidden", "output")
+    ]
+    bias = keras.ops.convert_to_numpy(model.get_layer("hidden").bias)
+    demo._shrink_to(model, 0.25)
+    for name, kernel in zip(("hidden", "output"), kernels, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model.get_layer(name).kernel),
+            kernel / 1.25,
+            rtol=1e-6,
+        )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("hidden").bias), bias
+    )
 
 
 def test_folds_hold_out_each_training_point_once():
@@ -189,7 +249,7 @@ def test_quick_demo_prints_the_table_and_writes_the_figures(tmp_path):
     assert result.returncode == 0, result.stderr
     output = result.stdout
     for method in demo.METHODS:
-        assert f"\n{method} " in output
+        assert f"\n{method.label} " in output
     assert "best test accuracy at L2(" in output
     assert "\nRegularized runs on average: test accuracy " in output
     assert "\nEarlyStopping and shrink choose on 3 folds" in output
@@ -206,22 +266,21 @@ def test_quick_demo_prints_the_table_and_writes_the_figures(tmp_path):
 def test_full_demo_regularized_runs_beat_none_on_average(tmp_path, capsys):
     # The promise, at the default length (about 4 minutes).
     outcome = demo.run(out=tmp_path)
-    results, sweep = outcome["results"], outcome["sweep"]
-    assert list(results) == list(demo.METHODS)
-    assert all(len(runs) == 3 for runs in results.values())
-    regularized, baseline = demo.average_accuracies(results)
+    results = {result.label: result for result in outcome.results}
+    assert list(results) == [method.label for method in demo.METHODS]
+    assert all(len(result.runs) == 3 for result in outcome.results)
+    regularized, baseline = demo.average_accuracies(outcome.results)
     assert regularized > baseline, capsys.readouterr().out
-    l2 = np.mean([run["test_accuracy"] for run in results["L2(1e-3)"]])
-    assert l2 > baseline
+    assert results["L2(1e-3)"].mean_test_accuracy() > baseline
     # The strength sweep rises, then falls: too strong underfits, too weak
     # is no regularization at all.
-    test = {strength: row["test accuracy"] for strength, row in sweep.items()}
+    test = {point.strength: point.test_accuracy for point in outcome.sweep}
     best = max(test, key=test.get)
     assert best not in (demo.SWEEP[0], demo.SWEEP[-1]), test
     assert (
         test[demo.SWEEP[0]] < test[best] and test[demo.SWEEP[-1]] < test[best]
     )
-    assert [path.name for path in outcome["figures"]] == list(FIGURES)
+    assert [path.name for path in outcome.figures] == list(FIGURES)
 
 
 @pytest.mark.slow
