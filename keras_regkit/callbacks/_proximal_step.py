@@ -79,6 +79,9 @@ class ProximalStep(keras.callbacks.Callback):
             selectors._check_selector(layers)
         self.layers = layers
 
+    def get_config(self):
+        return {"layers": self.layers}
+
     def on_train_begin(self, logs=None):
         self.release(self.model)
         targets = _penalty_state.proximal_targets(self.model, self.layers)

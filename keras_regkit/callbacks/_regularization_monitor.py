@@ -124,6 +124,9 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self._weights = None
         self._kernels = None
 
+    def get_config(self):
+        return {"layers": self.layers, "zero_tol": self.zero_tol}
+
     def on_train_begin(self, logs=None):
         self._weights = _attach.owned_weights(self.model)
         self._kernels = self._find_kernels()

@@ -35,6 +35,14 @@ class EpochScheduler(keras.callbacks.Callback):
         self.layers = layers
         self.verbose = _validation.verbosity("verbose", verbose)
 
+    def get_config(self):
+        """The constructor's arguments, as given (the schedule itself)."""
+        return {
+            "schedule": self.schedule,
+            "layers": self.layers,
+            "verbose": self.verbose,
+        }
+
     @staticmethod
     def _accept(value):
         return True

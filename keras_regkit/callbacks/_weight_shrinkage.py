@@ -1,5 +1,7 @@
 """`WeightShrinkage`: `keras_regkit.shrink` at the end of `fit`."""
 
+import dataclasses
+
 import keras
 
 from keras_regkit import _shrinkage
@@ -111,6 +113,14 @@ class WeightShrinkage(keras.callbacks.Callback):
             run_state=("_fit_iterator",),
             shared=("validation_data", "validation_arguments", "options"),
         )
+
+    def get_config(self):
+        """`validation_data` and every option of `shrink`, checked."""
+        options = {
+            field.name: getattr(self.options, field.name)
+            for field in dataclasses.fields(self.options)
+        }
+        return {"validation_data": self.validation_data, **options}
 
     def on_train_begin(self, logs=None):
         self.report = None
