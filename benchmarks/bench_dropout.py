@@ -92,6 +92,7 @@ The backend is Keras's usual environment variable; run once per backend::
     KERAS_BACKEND=jax python benchmarks/bench_dropout.py --json jax.json
     KERAS_BACKEND=torch python benchmarks/bench_dropout.py --rounds 20
     KERAS_BACKEND=jax python benchmarks/bench_dropout.py --mc-rows 1,64,2000
+    KERAS_BACKEND=tensorflow python benchmarks/bench_dropout.py --quick
 
 It prints two markdown tables, the Monte-Carlo one with a row per method
 and input size, and which of the project's targets are met: the speedup
@@ -103,37 +104,51 @@ CPU cores (measured on 2026-11-23: 56 to 94 s), PyTorch the longest (its
 64 rows are mostly the 30 fixed costs of each `predict` loop. Each
 round's no-dropout time and each Monte-Carlo round's `mc_predict` time go
 to stderr: if they vary by more than about 20%, something else was
-competing for the CPU, and the run is best repeated.
+competing for the CPU, and the run is best repeated. `--quick` (3 rounds
+of 5 steps, then one Monte-Carlo round at 64 and at 500 rows) is a smoke
+test of the whole script, checks included, well under a minute; its
+numbers mean nothing.
 """
 
 import argparse
-import gc
-import json
-import math
-import random
+import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The harness shared by every benchmark lies next to this script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras
 import numpy as np
-
-# The MLP's settings and the helpers shared with the penalties' benchmark,
-# found next to this script (Python puts the script's folder on sys.path).
-from bench_regularizers import (
+from _harness import (
     BATCH_SIZE,
-    HIDDEN_UNITS,
     INPUT_DIM,
-    LEARNING_RATE,
-    NUM_CLASSES,
+    LOOP_DEFAULT,
+    MC_PREDICT,
+    SAMPLES,
+    ArgumentParser,
+    EpochTrainee,
+    Run,
+    build_mlp,
+    cell,
+    epoch_settings,
+    expected_mean_gap,
     interleaved_rounds,
+    loop_name,
     make_data,
-    print_targets,
-    quartiles,
+    markdown_table,
+    mc_contenders,
     ratio_cell,
-    run_record,
-    source_revision,
+    ratios,
+    round_statistics,
+    speedup_check,
+    statistics_check,
+    summarize,
+    twin_checks,
+    variant_table,
+    warm_up_mc,
+    worst_statistics,
 )
 
 import keras_regkit
@@ -146,24 +161,15 @@ KERAS_DROPOUT = "keras Dropout"
 REGKIT_DROPOUT = "regkit Dropout"
 SCHEDULED_DROPOUT = "regkit Dropout, rate changed every epoch"
 
-SAMPLES = 30
 DEFAULT_MC_ROWS = (64, 2000)  # few queries (fixed costs), compute-bound
+QUICK_MC_ROWS = (64, 500)
 FAIR_BATCH_SIZE = 1024
-MC_PREDICT = "mc_predict"
-LOOP_DEFAULT = "predict loop, batch 32 (default)"
-LOOP_FAIR = f"predict loop, batch {FAIR_BATCH_SIZE}"
+LOOP_FAIR = loop_name(FAIR_BATCH_SIZE)
 
-# Project targets: keras_regkit's Dropout may cost at most this much
-# relative to Keras's, and a rate changed at every epoch relative to a
-# constant one (1.00x, with 2% allowed for noise) ...
-TWIN_LIMIT = 1.02
-# ... and mc_predict must be at least this much faster than the fair loop.
-SPEEDUP_TARGET = 3.0
-# Equal statistics: the gap between the means (relative to the average std)
-# at most this multiple of its expected value for independent draws, and
-# the average stds within this fraction of each other.
-MEAN_GAP_FACTOR = 1.5
-STD_TOLERANCE = 0.10
+# Project targets (in the harness): keras_regkit's Dropout may cost at most
+# 1.00x (+-2%) relative to Keras's, and a rate changed at every epoch
+# relative to a constant one; mc_predict must be at least 3x faster than
+# the fair loop, with equal statistics.
 
 
 def alternating_rate(epoch):
@@ -198,29 +204,6 @@ VARIANTS = (
 )
 
 
-def build_model(make_dropout, seed):
-    """The compiled MLP, with the same initial weights for all variants."""
-    keras.utils.set_random_seed(seed)
-    # The Dense layers draw their initializers' seeds from Python's random
-    # when they are created: create them before any dropout layer does.
-    hidden = [
-        keras.layers.Dense(units, activation="relu") for units in HIDDEN_UNITS
-    ]
-    output = keras.layers.Dense(NUM_CLASSES)
-    layers = [keras.Input((INPUT_DIM,))]
-    for dense in hidden:
-        layers.append(dense)
-        if make_dropout is not None:
-            layers.append(make_dropout())
-    layers.append(output)
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
-
-
 def regkit_dropout_layers(model):
     return [
         layer
@@ -229,38 +212,27 @@ def regkit_dropout_layers(model):
     ]
 
 
-class Trainee:
-    """A training variant's model, its epoch count and scheduled rates."""
+class Trainee(EpochTrainee):
+    """A training variant's model, its epoch count and scheduled rates.
 
-    def __init__(self, variant, seed):
-        self.model = build_model(variant.make_dropout, seed)
-        self.epochs = 0
-        self.callbacks = []
-        self.rates = []  # the rate of each epoch, for a scheduled variant
+    Each run trains one epoch of `fit`.
+    """
+
+    def __init__(self, variant, x, y, seed):
+        model = build_mlp(seed, make_dropout=variant.make_dropout)
+        callbacks = []
         if variant.scheduled:
-            self.callbacks.append(
+            callbacks.append(
                 keras_regkit.callbacks.DropoutScheduler(alternating_rate)
             )
+        super().__init__(model, x, y, callbacks)
+        self.rates = []  # the rate of each epoch, for a scheduled variant
 
-    def train_one_epoch(self, x, y):
-        """Process CPU seconds for one epoch of `fit`."""
-        gc.collect()
-        start = time.process_time()
-        history = self.model.fit(
-            x,
-            y,
-            batch_size=BATCH_SIZE,
-            initial_epoch=self.epochs,
-            epochs=self.epochs + 1,
-            callbacks=self.callbacks,
-            verbose=0,
-        )
-        seconds = time.process_time() - start
-        self.epochs += 1
+    def finish(self, history):
+        super().finish(history)
         if self.callbacks:
             self.rates.extend(history.history["dropout_rate"])
             self._check_rate_variables()
-        return seconds
 
     def _check_rate_variables(self):
         """Stops unless the compiled step's rate variables hold the rate."""
@@ -291,62 +263,13 @@ def check_rates_changed(trainee):
 def time_training(steps, rounds, seed):
     """Per-round CPU seconds of every variant: {name: [seconds, ...]}."""
     x, y = make_data(steps, seed)
-    trainees = {variant.name: Trainee(variant, seed) for variant in VARIANTS}
-    for trainee in trainees.values():
-        trainee.train_one_epoch(x, y)  # trace and compile the train step
-
-    seconds = interleaved_rounds(
-        {
-            name: (lambda t=t: t.train_one_epoch(x, y))
-            for name, t in trainees.items()
-        },
-        rounds,
-        seed,
-        baseline=BASELINE,
-        label="no dropout",
-    )
+    trainees = {
+        variant.name: Trainee(variant, x, y, seed) for variant in VARIANTS
+    }
+    # Warmed up with one epoch each (traces and compiles the train step).
+    seconds = interleaved_rounds(trainees, rounds, seed, baseline=BASELINE).cpu
     check_rates_changed(trainees[SCHEDULED_DROPOUT])
     return seconds
-
-
-def predict_loop(model, x, batch_size):
-    """Mean and std over `SAMPLES` calls of `predict`."""
-    outputs = np.stack(
-        [
-            model.predict(x, batch_size=batch_size, verbose=0)
-            for _ in range(SAMPLES)
-        ]
-    )
-    return outputs.mean(axis=0), outputs.std(axis=0)
-
-
-def mc_methods(model):
-    """{name: function of x returning (mean, std)}, mc_predict first."""
-    return {
-        MC_PREDICT: lambda x: keras_regkit.mc_predict(model, x, SAMPLES),
-        LOOP_DEFAULT: lambda x: predict_loop(model, x, None),
-        LOOP_FAIR: lambda x: predict_loop(model, x, FAIR_BATCH_SIZE),
-    }
-
-
-def expected_mean_gap():
-    """E|mean_a - mean_b| / std for two independent SAMPLES-sample means."""
-    return math.sqrt(2 / math.pi) * math.sqrt(2 / SAMPLES)
-
-
-def compare_statistics(loop, mc):
-    """How far mc_predict's mean and std are from a predict loop's.
-
-    The gap between the means, and mc_predict's std, both averaged over
-    every output value and divided by the loop's average std.
-    """
-    mean, std = loop
-    mc_mean, mc_std = mc
-    average_std = float(np.mean(std))
-    return {
-        "mean_gap": float(np.mean(np.abs(mc_mean - mean))) / average_std,
-        "std_ratio": float(np.mean(mc_std)) / average_std,
-    }
 
 
 def time_monte_carlo(row_counts, rounds, seed):
@@ -356,80 +279,38 @@ def time_monte_carlo(row_counts, rounds, seed):
     rounds. Returns a list with one dict per size: {"rows", "seconds":
     {method: [seconds, ...]}, "statistics": {loop: [check, ...]}}.
     """
-    model = build_model(
-        lambda: keras_regkit.layers.Dropout(RATE, mc=True), seed
+    model = build_mlp(
+        seed, make_dropout=lambda: keras_regkit.layers.Dropout(RATE, mc=True)
     )
-    methods = mc_methods(model)
     results = []
     for rows in row_counts:
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((rows, INPUT_DIM), dtype=np.float32)
-        seconds, statistics = _time_monte_carlo_rows(
-            model, methods, x, rounds, seed
+        # Warm up for these inputs' shapes (each size has its own chunks and
+        # last batches): mc_predict's eager forward pass at every chunk
+        # size, and predict's step at each batch size, traced and compiled.
+        warm_up_mc(model, model, x, FAIR_BATCH_SIZE)
+        measured = interleaved_rounds(
+            mc_contenders(model, model, x, FAIR_BATCH_SIZE),
+            rounds,
+            seed,
+            warm_up=False,
+            baseline=MC_PREDICT,
+            label=f"MC {rows} rows, ",
         )
         results.append(
-            {"rows": rows, "seconds": seconds, "statistics": statistics}
+            {
+                "rows": rows,
+                "seconds": measured.cpu,
+                "statistics": round_statistics(measured.results),
+            }
         )
     return results
-
-
-def _time_monte_carlo_rows(model, methods, x, rounds, seed):
-    """Interleaved, shuffled rounds of every method on the inputs `x`."""
-    # Warm up for these inputs' shapes (each size has its own chunks and
-    # last batches): mc_predict's eager forward pass at every chunk size ...
-    methods[MC_PREDICT](x)
-    model.predict(x, verbose=0)  # ... predict's step, traced and compiled
-    model.predict(x, batch_size=FAIR_BATCH_SIZE, verbose=0)  # ... and this
-
-    rows = len(x)
-    order = list(methods)
-    shuffler = random.Random(seed)
-    seconds = {name: [] for name in methods}
-    statistics = {name: [] for name in methods if name != MC_PREDICT}
-    for round_index in range(rounds):
-        shuffler.shuffle(order)
-        results = {}
-        for name in order:
-            gc.collect()
-            start = time.process_time()
-            results[name] = methods[name](x)
-            seconds[name].append(time.process_time() - start)
-        for name in statistics:
-            statistics[name].append(
-                compare_statistics(results[name], results[MC_PREDICT])
-            )
-        print(
-            f"  MC {rows} rows, round {round_index + 1:>2}/{rounds}: "
-            f"mc_predict {seconds[MC_PREDICT][-1]:.3f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    return seconds, statistics
-
-
-def summarize_training(seconds):
-    """Median seconds and median per-round ratios of every variant."""
-    baseline = np.asarray(seconds[BASELINE])
-    rows = []
-    for variant in VARIANTS:
-        own = np.asarray(seconds[variant.name])
-        row = {
-            "variant": variant.name,
-            "median_s": float(np.median(own)),
-            "vs_baseline": quartiles(own / baseline),
-            "vs_twin": None,
-            "twin": variant.twin,
-        }
-        if variant.twin is not None:
-            row["vs_twin"] = quartiles(own / np.asarray(seconds[variant.twin]))
-        rows.append(row)
-    return rows
 
 
 def summarize_monte_carlo(rows, seconds, statistics):
     """Median seconds, speedups and the worst statistics of every method,
     for inputs of `rows` rows."""
-    reference = np.asarray(seconds[MC_PREDICT])
     summary = []
     for name, times in seconds.items():
         row = {
@@ -441,11 +322,8 @@ def summarize_monte_carlo(rows, seconds, statistics):
             "worst_std_ratio": None,
         }
         if name != MC_PREDICT:
-            row["speedup"] = quartiles(np.asarray(times) / reference)
-            gaps = [check["mean_gap"] for check in statistics[name]]
-            ratios = [check["std_ratio"] for check in statistics[name]]
-            row["worst_mean_gap"] = max(gaps)
-            row["worst_std_ratio"] = max(ratios, key=lambda r: abs(r - 1))
+            row["speedup"] = ratios(times, seconds[MC_PREDICT])
+            row.update(worst_statistics(statistics[name]))
         summary.append(row)
     return summary
 
@@ -456,80 +334,52 @@ def check_targets(training_rows, mc_summaries):
     `mc_summaries` holds one `summarize_monte_carlo` list per input size:
     the speedup target and the statistics checks apply to each size.
     """
-    checks = []
-    for row in training_rows:
-        if row["vs_twin"] is not None:
-            ratio = row["vs_twin"][1]
-            checks.append(
-                (
-                    f"{row['variant']} / {row['twin']} <= 1.00x (+-2%)",
-                    f"{ratio:.3f}x",
-                    ratio <= TWIN_LIMIT,
-                )
-            )
+    checks = twin_checks(training_rows)
     for summary in mc_summaries:
         by_method = {row["method"]: row for row in summary}
-        rows = summary[0]["rows"]
-        speedup = by_method[LOOP_FAIR]["speedup"][1]
         checks.append(
-            (
-                f"mc_predict speedup vs {LOOP_FAIR} >= "
-                f"{SPEEDUP_TARGET:.0f}x, {rows} rows",
-                f"{speedup:.2f}x",
-                speedup >= SPEEDUP_TARGET,
+            speedup_check(
+                by_method[LOOP_FAIR]["speedup"][1],
+                LOOP_FAIR,
+                after=f", {summary[0]['rows']} rows",
             )
         )
-    gap_limit = MEAN_GAP_FACTOR * expected_mean_gap()
     for summary in mc_summaries:
         by_method = {row["method"]: row for row in summary}
-        rows = summary[0]["rows"]
         for name in (LOOP_DEFAULT, LOOP_FAIR):
-            gap = by_method[name]["worst_mean_gap"]
-            ratio = by_method[name]["worst_std_ratio"]
             checks.append(
-                (
-                    f"mc_predict statistics equal {name}'s, {rows} rows: "
-                    f"mean gap <= {gap_limit:.2f} std, std ratio within "
-                    f"{STD_TOLERANCE:.0%}",
-                    f"{gap:.3f} std, {ratio:.3f}",
-                    gap <= gap_limit and abs(ratio - 1) <= STD_TOLERANCE,
+                statistics_check(
+                    by_method[name], name, after=f", {summary[0]['rows']} rows"
                 )
             )
     return checks
 
 
-def training_table(rows):
-    lines = [
-        "| variant | s / epoch | vs no dropout (p25-p75) "
-        "| vs its twin (p25-p75) | twin |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {ratio_cell(row['vs_baseline'])} "
-            f"| {ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
-        )
-    return "\n".join(lines)
-
-
 def monte_carlo_table(summaries):
     """One table for every input size, a row per method and size."""
-    lines = [
-        f"| rows | method | s / {SAMPLES} samples "
-        "| speedup of mc_predict (p25-p75) "
-        "| worst mean gap (std) | worst std ratio |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    for row in (row for summary in summaries for row in summary):
-        gap, ratio = row["worst_mean_gap"], row["worst_std_ratio"]
-        lines.append(
-            f"| {row['rows']} | {row['method']} | {row['median_s']:.3f} "
-            f"| {ratio_cell(row['speedup'])} "
-            f"| {'' if gap is None else f'{gap:.3f}'} "
-            f"| {'' if ratio is None else f'{ratio:.3f}'} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        (
+            "rows",
+            "method",
+            f"s / {SAMPLES} samples",
+            "speedup of mc_predict (p25-p75)",
+            "worst mean gap (std)",
+            "worst std ratio",
+        ),
+        "rlrrrr",
+        (
+            (
+                row["rows"],
+                row["method"],
+                f"{row['median_s']:.3f}",
+                ratio_cell(row["speedup"]),
+                cell(row["worst_mean_gap"]),
+                cell(row["worst_std_ratio"]),
+            )
+            for summary in summaries
+            for row in summary
+        ),
+    )
 
 
 def parse_row_counts(text):
@@ -548,117 +398,85 @@ def parse_row_counts(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The backend is chosen with the KERAS_BACKEND variable.",
+    parser = ArgumentParser(__doc__)
+    parser.add_epoch_settings(
+        rounds=(15, 3), steps=(40, 5), per="training variant"
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=15,
-        help="timed epochs per training variant (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=40,
-        help="batches of 128 per epoch (default: %(default)s)",
-    )
-    parser.add_argument(
+    parser.add_setting(
         "--mc-rounds",
-        type=int,
         default=5,
-        help=f"timed runs of {SAMPLES} samples per Monte-Carlo method "
-        "(default: %(default)s)",
+        quick=1,
+        help=f"timed runs of {SAMPLES} samples per Monte-Carlo method",
     )
-    parser.add_argument(
+    parser.add_setting(
         "--mc-rows",
         type=parse_row_counts,
         default=list(DEFAULT_MC_ROWS),
+        quick=list(QUICK_MC_ROWS),
+        show=lambda counts: ",".join(map(str, counts)),
         metavar="N[,N...]",
         help="input sizes of Monte-Carlo prediction, in rows, timed one "
-        "after another (default: "
-        f"{','.join(map(str, DEFAULT_MC_ROWS))})",
+        "after another",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data, weights and order seed"
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results to PATH"
-    )
-    args = parser.parse_args(argv)
-    for option in ("rounds", "steps", "mc_rounds"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    backend = keras.backend.backend()
-    revision = source_revision()
-    print(
-        f"Backend {backend}: {len(VARIANTS)} training variants, "
-        f"{args.rounds} rounds of {args.steps} steps, then "
-        f"{args.mc_rounds} Monte-Carlo rounds at each of "
-        f"{', '.join(map(str, args.mc_rows))} rows; "
-        f"keras_regkit at {revision}",
-        file=sys.stderr,
-        flush=True,
+    run = Run(
+        f"{len(VARIANTS)} training variants, {args.rounds} rounds of "
+        f"{args.steps} steps, then {args.mc_rounds} Monte-Carlo rounds at "
+        f"each of {', '.join(map(str, args.mc_rows))} rows",
+        args.quick,
     )
-    started = time.perf_counter()
     training_seconds = time_training(args.steps, args.rounds, args.seed)
     mc_results = time_monte_carlo(args.mc_rows, args.mc_rounds, args.seed)
-    training_rows = summarize_training(training_seconds)
+    training_rows = summarize(
+        training_seconds,
+        BASELINE,
+        {variant.name: variant.twin for variant in VARIANTS},
+    )
     for result in mc_results:
         result["summary"] = summarize_monte_carlo(
             result["rows"], result["seconds"], result["statistics"]
         )
     mc_summaries = [result["summary"] for result in mc_results]
     checks = check_targets(training_rows, mc_summaries)
-    elapsed = time.perf_counter() - started
+    run.stop()
 
     print(
-        f"\n### {backend}: training ({args.rounds} rounds x {args.steps} "
-        f"steps of {BATCH_SIZE}, dropout rate {RATE}, median of per-round "
-        f"ratios; keras_regkit {keras_regkit.__version__} at {revision})\n"
+        f"\n### {run.backend}: training ({run.quick_note}{args.rounds} "
+        f"rounds x {args.steps} steps of {BATCH_SIZE}, dropout rate {RATE}, "
+        f"median of per-round ratios; {run.stamp})\n"
     )
-    print(training_table(training_rows))
+    print(variant_table(training_rows, BASELINE))
     print(
-        f"\n### {backend}: Monte-Carlo prediction ({args.mc_rounds} rounds, "
-        f"{SAMPLES} samples of each number of rows; speedup = loop time / "
-        f"mc_predict time; mean gap = mean |difference of the means| / "
-        f"average std, about {expected_mean_gap():.2f} expected)\n"
+        f"\n### {run.backend}: Monte-Carlo prediction ({run.quick_note}"
+        f"{args.mc_rounds} rounds, {SAMPLES} samples of each number of rows; "
+        f"speedup = loop time / mc_predict time; mean gap = mean |difference "
+        f"of the means| / average std, about {expected_mean_gap():.2f} "
+        f"expected)\n"
     )
     print(monte_carlo_table(mc_summaries))
-    print()
-    print_targets(checks)
-    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
-
-    if args.json:
-        result = {
-            **run_record(backend, revision, checks),
-            "settings": {
-                "rounds": args.rounds,
-                "steps": args.steps,
-                "batch_size": BATCH_SIZE,
-                "rate": RATE,
-                "scheduled_rates": SCHEDULED_RATES,
-                "mc_rounds": args.mc_rounds,
-                "samples": SAMPLES,
-                "mc_rows": args.mc_rows,
-                "fair_batch_size": FAIR_BATCH_SIZE,
-                "seed": args.seed,
-            },
-            "seconds_per_epoch": training_seconds,
-            "training_summary": training_rows,
-            # One entry per input size: {"rows", "seconds", "statistics",
-            # "summary"}, in the order of --mc-rows.
-            "monte_carlo": mc_results,
-            "elapsed_s": elapsed,
-        }
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=2)
+    run.report(
+        checks,
+        args.json,
+        settings={
+            **epoch_settings(args),
+            "rate": RATE,
+            "scheduled_rates": SCHEDULED_RATES,
+            "mc_rounds": args.mc_rounds,
+            "samples": SAMPLES,
+            "mc_rows": args.mc_rows,
+            "fair_batch_size": FAIR_BATCH_SIZE,
+            "seed": args.seed,
+        },
+        seconds_per_epoch=training_seconds,
+        training_summary=training_rows,
+        # One entry per input size: {"rows", "seconds", "statistics",
+        # "summary"}, in the order of --mc-rows.
+        monte_carlo=mc_results,
+    )
 
 
 if __name__ == "__main__":

@@ -105,13 +105,17 @@ The backend is Keras's usual environment variable; run once per backend::
     KERAS_BACKEND=tensorflow python benchmarks/bench_early_stopping.py
     KERAS_BACKEND=jax python benchmarks/bench_early_stopping.py --json j.json
     KERAS_BACKEND=torch python benchmarks/bench_early_stopping.py --rounds 30
+    KERAS_BACKEND=tensorflow python benchmarks/bench_early_stopping.py --quick
 
 It prints a markdown table of the epoch times, one of the memory, and which
 of the project's targets are met. With the defaults (20 rounds of 5 steps,
 then two fresh processes for the memory) one backend should take under a
 minute on two CPU cores (6 rounds took 25 s on JAX). Each round's baseline
 time goes to stderr: if those vary by more than about 20%, something else
-was competing for the CPU, and the run is best repeated.
+was competing for the CPU, and the run is best repeated. `--quick` (3
+rounds of 2 steps, the same model and memory measurement) is a smoke test
+of the whole script, checks included, well under a minute; its epoch
+times mean nothing.
 """
 
 import argparse
@@ -122,27 +126,29 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The harness shared by every benchmark lies next to this script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras
 import numpy as np
-
-# The data and the helpers shared with the penalties' benchmark, found next
-# to this script (Python puts the script's folder on sys.path).
-from bench_regularizers import (
+from _harness import (
     BATCH_SIZE,
     INPUT_DIM,
-    LEARNING_RATE,
     NUM_CLASSES,
+    ArgumentParser,
+    EpochTrainee,
+    Run,
+    build_mlp,
+    epoch_settings,
     interleaved_rounds,
     make_data,
-    print_targets,
-    quartiles,
-    ratio_cell,
-    run_record,
-    source_revision,
+    markdown_table,
+    summarize,
+    twin_checks,
+    variant_table,
 )
 
 import keras_regkit
@@ -156,9 +162,8 @@ BASELINE = "no early stopping"
 KERAS_STOPPING = "keras EarlyStopping"
 REGKIT_STOPPING = "regkit EarlyStopping"
 
-# Project targets: keras_regkit's callback may cost at most this much
-# relative to Keras's (1.00x, with 2% allowed for noise) ...
-TWIN_LIMIT = 1.02
+# Project targets: keras_regkit's callback may cost at most 1.00x (+-2%)
+# relative to Keras's (the harness's TWIN_LIMIT) ...
 # ... and hold at most one extra copy of the weights, plus one weight.
 
 
@@ -208,20 +213,10 @@ class FallingScore(keras.callbacks.Callback):
 
 def build_model(seed):
     """The compiled MLP, with the same initial weights for all variants."""
-    keras.utils.set_random_seed(seed)
-    layers = [keras.Input((INPUT_DIM,))]
-    for units in HIDDEN_UNITS:
-        layers.append(keras.layers.Dense(units, activation="relu"))
-    layers.append(keras.layers.Dense(NUM_CLASSES))
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
-        # The last layer has no softmax: its outputs are logits. (Read as
-        # probabilities, they get clipped, and training soon stops moving
-        # the weights, which would hide TensorFlow's copy on write.)
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
+    # Its last layer has no softmax: its outputs are logits. (Read as
+    # probabilities, they get clipped, and training soon stops moving the
+    # weights, which would hide TensorFlow's copy on write.)
+    return build_mlp(seed, HIDDEN_UNITS)
 
 
 def weight_sizes(model):
@@ -232,37 +227,25 @@ def weight_sizes(model):
     ]
 
 
-class Trainee:
-    """A variant's model, its epoch count and its callbacks."""
+class Trainee(EpochTrainee):
+    """A variant's model, its epoch count and its callbacks.
 
-    def __init__(self, variant, seed):
+    Each run trains one epoch of `fit`.
+    """
+
+    def __init__(self, variant, x, y, seed):
         self.name = variant.name
-        self.model = build_model(seed)
-        self.epochs = 0
         # The score must be in the logs before early stopping reads them.
-        self.callbacks = [FallingScore()]
+        callbacks = [FallingScore()]
         self.stopping = None
         if variant.make_callback is not None:
             self.stopping = variant.make_callback()
-            self.callbacks.append(self.stopping)
+            callbacks.append(self.stopping)
+        super().__init__(build_model(seed), x, y, callbacks)
 
-    def train_one_epoch(self, x, y):
-        """Process CPU seconds for one epoch of `fit`."""
-        gc.collect()
-        start = time.process_time()
-        self.model.fit(
-            x,
-            y,
-            batch_size=BATCH_SIZE,
-            initial_epoch=self.epochs,
-            epochs=self.epochs + 1,
-            callbacks=self.callbacks,
-            verbose=0,
-        )
-        seconds = time.process_time() - start
-        self._check_snapshot()
-        self.epochs += 1
-        return seconds
+    def finish(self, history):
+        self._check_snapshot()  # of the epoch just trained
+        return super().finish(history)
 
     def _check_snapshot(self):
         """Stops unless the callback took the best weights of this epoch."""
@@ -288,48 +271,17 @@ def time_training(steps, rounds, seed):
     """Per-round CPU seconds of every variant, {name: [seconds, ...]}, and
     the model's size, {"parameters", "weights_mb"}."""
     x, y = make_data(steps, seed)
-    trainees = {variant.name: Trainee(variant, seed) for variant in VARIANTS}
-    for trainee in trainees.values():
-        trainee.train_one_epoch(x, y)  # trace and compile the train step
-
-    seconds = interleaved_rounds(
-        {
-            name: (lambda t=t: t.train_one_epoch(x, y))
-            for name, t in trainees.items()
-        },
-        rounds,
-        seed,
-        baseline=BASELINE,
-        label=BASELINE,
-    )
+    trainees = {
+        variant.name: Trainee(variant, x, y, seed) for variant in VARIANTS
+    }
+    # Warmed up with one epoch each (traces and compiles the train step).
+    seconds = interleaved_rounds(trainees, rounds, seed, baseline=BASELINE).cpu
     model = trainees[BASELINE].model
     shape = {
         "parameters": model.count_params(),
         "weights_mb": sum(weight_sizes(model)) / 1e6,
     }
     return seconds, shape
-
-
-def summarize(seconds):
-    """Median seconds, per-round ratios and extra ms of every variant."""
-    baseline = np.asarray(seconds[BASELINE])
-    rows = []
-    for variant in VARIANTS:
-        own = np.asarray(seconds[variant.name])
-        row = {
-            "variant": variant.name,
-            "median_s": float(np.median(own)),
-            "vs_baseline": quartiles(own / baseline),
-            "extra_ms": None,
-            "vs_twin": None,
-            "twin": variant.twin,
-        }
-        if variant.name != BASELINE:
-            row["extra_ms"] = quartiles((own - baseline) * 1000)
-        if variant.twin is not None:
-            row["vs_twin"] = quartiles(own / np.asarray(seconds[variant.twin]))
-        rows.append(row)
-    return rows
 
 
 # Memory, measured in a fresh process per implementation (`--memory-probe`).
@@ -517,17 +469,7 @@ MEMORY_KEYS = (
 
 def check_targets(rows, memories):
     """The project's targets as (description, measured, met) triples."""
-    checks = []
-    for row in rows:
-        if row["vs_twin"] is not None:
-            ratio = row["vs_twin"][1]
-            checks.append(
-                (
-                    f"{row['variant']} / {row['twin']} <= 1.00x (+-2%)",
-                    f"{ratio:.3f}x",
-                    ratio <= TWIN_LIMIT,
-                )
-            )
+    checks = twin_checks(rows)
     for memory in memories:
         if memory["implementation"] != REGKIT_STOPPING:
             continue
@@ -553,84 +495,46 @@ def check_targets(rows, memories):
     return checks
 
 
-def _ms_cell(values):
-    if values is None:
-        return ""
-    low, median, high = values
-    return f"{median:.1f} ({low:.1f} to {high:.1f})"
-
-
 def _mb_cell(value):
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def training_table(rows):
-    lines = [
-        f"| variant | s / epoch | vs {BASELINE} (p25-p75) "
-        "| extra ms / epoch (p25 to p75) | vs its twin (p25-p75) | twin |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {ratio_cell(row['vs_baseline'])} "
-            f"| {_ms_cell(row['extra_ms'])} "
-            f"| {ratio_cell(row['vs_twin'])} | {row['twin'] or ''} |"
-        )
-    return "\n".join(lines)
-
-
 def memory_table(memories):
-    lines = [
-        "| snapshot of | measured by | weights MB | peak, 1st snapshot "
-        "| held after it and an epoch | peak, 2nd (replacing) "
-        "| held after it and an epoch | control epoch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for memory in memories:
-        for gauge, values in memory["gauges"].items():
-            cells = " | ".join(_mb_cell(values[key]) for key in MEMORY_KEYS)
-            lines.append(
-                f"| {memory['implementation']} | {gauge} "
-                f"| {memory['weights_mb']:.1f} | {cells} "
-                f"| {_mb_cell(values['control_epoch_mb'])} |"
+    return markdown_table(
+        (
+            "snapshot of",
+            "measured by",
+            "weights MB",
+            "peak, 1st snapshot",
+            "held after it and an epoch",
+            "peak, 2nd (replacing)",
+            "held after it and an epoch",
+            "control epoch",
+        ),
+        "llrrrrrr",
+        (
+            (
+                memory["implementation"],
+                gauge,
+                f"{memory['weights_mb']:.1f}",
+                *(_mb_cell(values[key]) for key in MEMORY_KEYS),
+                _mb_cell(values["control_epoch_mb"]),
             )
-    return "\n".join(lines)
+            for memory in memories
+            for gauge, values in memory["gauges"].items()
+        ),
+    )
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The backend is chosen with the KERAS_BACKEND variable.",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=20,
-        help="timed epochs per variant (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=5,
-        help="batches of 128 per epoch (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data, weights and order seed"
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results to PATH"
-    )
+    parser = ArgumentParser(__doc__)
+    parser.add_epoch_settings(rounds=(20, 3), steps=(5, 2))
     # Internal: the memory measurement of one implementation, in the fresh
     # process that main() starts for it.
     parser.add_argument(
         "--memory-probe", choices=list(SNAPSHOTS), help=argparse.SUPPRESS
     )
-    args = parser.parse_args(argv)
-    for option in ("rounds", "steps"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
@@ -638,61 +542,51 @@ def main(argv=None):
     if args.memory_probe is not None:
         print(json.dumps(memory_probe(args.memory_probe, args.seed)))
         return
-    backend = keras.backend.backend()
-    revision = source_revision()
-    print(
-        f"Backend {backend}: {len(VARIANTS)} variants, {args.rounds} rounds "
-        f"of {args.steps} steps, then the memory of each snapshot; "
-        f"keras_regkit at {revision}",
-        file=sys.stderr,
-        flush=True,
+    run = Run(
+        f"{len(VARIANTS)} variants, {args.rounds} rounds of {args.steps} "
+        "steps, then the memory of each snapshot",
+        args.quick,
     )
-    started = time.perf_counter()
     seconds, shape = time_training(args.steps, args.rounds, args.seed)
-    rows = summarize(seconds)
+    rows = summarize(
+        seconds,
+        BASELINE,
+        {variant.name: variant.twin for variant in VARIANTS},
+        extra_ms=True,
+    )
     memories = measure_memory(args.seed)
     checks = check_targets(rows, memories)
-    elapsed = time.perf_counter() - started
+    run.stop()
 
     print(
-        f"\n### {backend}: epoch time ({args.rounds} rounds x {args.steps} "
-        f"steps of {BATCH_SIZE}; MLP {INPUT_DIM}-"
+        f"\n### {run.backend}: epoch time ({run.quick_note}{args.rounds} "
+        f"rounds x {args.steps} steps of {BATCH_SIZE}; MLP {INPUT_DIM}-"
         f"{'-'.join(map(str, HIDDEN_UNITS))}-{NUM_CLASSES}, "
         f"{shape['parameters']:,} parameters, {shape['weights_mb']:.1f} MB; "
         f"one restore and Keras's two snapshots or our one per epoch; "
-        f"median of per-round "
-        f"ratios; keras_regkit {keras_regkit.__version__} at {revision})\n"
+        f"median of per-round ratios; {run.stamp})\n"
     )
-    print(training_table(rows))
+    print(variant_table(rows, BASELINE))
     print(
-        f"\n### {backend}: memory of the snapshots (MB over each gauge's "
+        f"\n### {run.backend}: memory of the snapshots (MB over each gauge's "
         "reading after a control epoch; a fresh process per implementation; "
         "approximate)\n"
     )
     print(memory_table(memories))
-    print()
-    print_targets(checks)
-    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
-
-    if args.json:
-        result = {
-            **run_record(backend, revision, checks),
-            "settings": {
-                "rounds": args.rounds,
-                "steps": args.steps,
-                "batch_size": BATCH_SIZE,
-                "hidden_units": HIDDEN_UNITS,
-                "patience": PATIENCE,
-                "seed": args.seed,
-            },
-            "model": shape,
-            "seconds_per_epoch": seconds,
-            "summary": rows,
-            "memory": memories,
-            "elapsed_s": elapsed,
-        }
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=2)
+    run.report(
+        checks,
+        args.json,
+        settings={
+            **epoch_settings(args),
+            "hidden_units": HIDDEN_UNITS,
+            "patience": PATIENCE,
+            "seed": args.seed,
+        },
+        model=shape,
+        seconds_per_epoch=seconds,
+        summary=rows,
+        memory=memories,
+    )
 
 
 if __name__ == "__main__":

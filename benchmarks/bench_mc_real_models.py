@@ -54,7 +54,8 @@ every Keras `Dropout` of the copy into a keras_regkit one, and that two
 `predict` calls of the converted copy differ while those of the plain copy
 do not.
 
-The statistics check is `bench_dropout.py`'s (its functions are imported):
+The statistics check is `bench_dropout.py`'s (both take it from
+`_harness.py`):
 mc_predict's and the loop's results are independent random draws, so they
 are compared statistically. The mean absolute difference of the two means,
 divided by the loop's average standard deviation (the "mean gap"), should
@@ -93,8 +94,9 @@ The backend is Keras's usual environment variable; run once per backend::
     KERAS_BACKEND=jax python benchmarks/bench_mc_real_models.py --repeats 7
     KERAS_BACKEND=torch python benchmarks/bench_mc_real_models.py --quick
 
-`--quick` makes 1 round (a smoke test of the whole script; the statistics
-check still runs). `--models bert` or `--models mobilenet` times one model.
+`--quick` makes 1 round of 64 rows (a smoke test of the whole script, under
+40 s on TensorFlow; the statistics check still runs, its numbers mean
+nothing). `--models bert` or `--models mobilenet` times one model.
 It prints a markdown table per model and which targets are met. With the
 defaults (3 rounds) one backend takes about 1.5 minutes on TensorFlow, 2.5
 on PyTorch and 3 to 4.5 on JAX on two CPU cores (measured on 2026-12-03:
@@ -105,46 +107,46 @@ else was competing for the CPU, and the run is best repeated.
 """
 
 import argparse
-import gc
-import json
-import random
+import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 
+# The harness shared by every benchmark lies next to this script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras
 import numpy as np
-
-# The statistics check of the dropout benchmark, and the helpers shared by
-# every benchmark, found next to this script (Python puts the script's
-# folder on sys.path).
-from bench_dropout import (
-    MEAN_GAP_FACTOR,
+from _harness import (
+    LOOP_DEFAULT,
+    MC_PREDICT,
     SAMPLES,
-    STD_TOLERANCE,
-    compare_statistics,
+    ArgumentParser,
+    Run,
+    cell,
     expected_mean_gap,
-)
-from bench_regularizers import (
-    print_targets,
-    quartiles,
+    interleaved_rounds,
+    loop_name,
+    markdown_table,
+    mc_contenders,
     ratio_cell,
-    run_record,
-    source_revision,
+    ratios,
+    round_statistics,
+    speedup_check,
+    statistics_check,
+    warm_up_mc,
+    worst_statistics,
 )
 
 import keras_regkit
 
 ROWS = 256
+QUICK_ROWS = 64
 FAIR_BATCH_SIZE = 256
-SPEEDUP_TARGET = 3.0
 DEFAULT_REPEATS = 3
 QUICK_REPEATS = 1
 
-MC_PREDICT = "mc_predict"
-LOOP_DEFAULT = "predict loop, batch 32 (default)"
-LOOP_FAIR = f"predict loop, batch {FAIR_BATCH_SIZE}"
+LOOP_FAIR = loop_name(FAIR_BATCH_SIZE)
 
 BERT_SEQUENCE_LENGTH = 64
 BERT_VOCABULARY = 1000
@@ -295,87 +297,40 @@ def twin_models(spec, x, seed):
     return plain, converted, paths
 
 
-def predict_loop(model, x, batch_size):
-    """Mean and std over `SAMPLES` calls of `predict`."""
-    outputs = np.stack(
-        [
-            model.predict(x, batch_size=batch_size, verbose=0)
-            for _ in range(SAMPLES)
-        ]
-    )
-    return outputs.mean(axis=0), outputs.std(axis=0)
-
-
-def contenders(plain, converted):
-    """{name: function of x returning (mean, std)}, mc_predict first."""
-    return {
-        MC_PREDICT: lambda x: keras_regkit.mc_predict(plain, x, SAMPLES),
-        LOOP_DEFAULT: lambda x: predict_loop(converted, x, None),
-        LOOP_FAIR: lambda x: predict_loop(converted, x, FAIR_BATCH_SIZE),
-    }
-
-
 def time_model(spec, rows, repeats, seed):
     """Per-round seconds and statistics checks of every contender."""
     x = spec.inputs(rows, seed)
     plain, converted, paths = twin_models(spec, x, seed)
-    methods = contenders(plain, converted)
-
-    started = time.perf_counter()
-    methods[MC_PREDICT](x)
-    warm_up = {MC_PREDICT: time.perf_counter() - started}
-    for name, batch_size in (
-        (LOOP_DEFAULT, None),
-        (LOOP_FAIR, FAIR_BATCH_SIZE),
-    ):
-        started = time.perf_counter()
-        converted.predict(x, batch_size=batch_size, verbose=0)
-        warm_up[name] = time.perf_counter() - started
-
-    order = list(methods)
-    shuffler = random.Random(seed)
-    cpu = {name: [] for name in methods}
-    wall = {name: [] for name in methods}
-    statistics = {name: [] for name in methods if name != MC_PREDICT}
-    for round_index in range(repeats):
-        shuffler.shuffle(order)
-        results = {}
-        for name in order:
-            gc.collect()
-            cpu_start, wall_start = time.process_time(), time.perf_counter()
-            results[name] = methods[name](x)
-            cpu[name].append(time.process_time() - cpu_start)
-            wall[name].append(time.perf_counter() - wall_start)
-        for name in statistics:
-            statistics[name].append(
-                compare_statistics(results[name], results[MC_PREDICT])
-            )
-        print(
-            f"  {spec.name}, round {round_index + 1}/{repeats}: "
-            + ", ".join(f"{name} {cpu[name][-1]:.2f} s" for name in methods),
-            file=sys.stderr,
-            flush=True,
-        )
+    # mc_predict on the plain model, the loops on the converted one.
+    methods = mc_contenders(plain, converted, x, FAIR_BATCH_SIZE)
+    warm_up = warm_up_mc(plain, converted, x, FAIR_BATCH_SIZE)
+    measured = interleaved_rounds(
+        methods,
+        repeats,
+        seed,
+        warm_up=False,
+        label=f"{spec.name}, ",
+        progress=lambda measured: ", ".join(
+            f"{name} {measured.cpu[name][-1]:.2f} s" for name in methods
+        ),
+    )
     return {
         "model": spec.name,
         "rows": rows,
         "converted_layers": paths,
         "parameters": plain.count_params(),
         "warm_up_wall_s": warm_up,
-        "cpu_s": cpu,
-        "wall_s": wall,
-        "statistics": statistics,
+        "cpu_s": measured.cpu,
+        "wall_s": measured.wall,
+        "statistics": round_statistics(measured.results),
     }
 
 
 def summarize(result):
     """One row per contender: medians, speedups and worst statistics."""
-    cpu_reference = np.asarray(result["cpu_s"][MC_PREDICT])
-    wall_reference = np.asarray(result["wall_s"][MC_PREDICT])
     rows = []
-    for name in result["cpu_s"]:
-        cpu = np.asarray(result["cpu_s"][name])
-        wall = np.asarray(result["wall_s"][name])
+    for name, cpu in result["cpu_s"].items():
+        wall = result["wall_s"][name]
         row = {
             "method": name,
             "median_cpu_s": float(np.median(cpu)),
@@ -386,13 +341,9 @@ def summarize(result):
             "worst_std_ratio": None,
         }
         if name != MC_PREDICT:
-            row["speedup_cpu"] = quartiles(cpu / cpu_reference)
-            row["speedup_wall"] = quartiles(wall / wall_reference)
-            checks = result["statistics"][name]
-            row["worst_mean_gap"] = max(c["mean_gap"] for c in checks)
-            row["worst_std_ratio"] = max(
-                (c["std_ratio"] for c in checks), key=lambda r: abs(r - 1)
-            )
+            row["speedup_cpu"] = ratios(cpu, result["cpu_s"][MC_PREDICT])
+            row["speedup_wall"] = ratios(wall, result["wall_s"][MC_PREDICT])
+            row.update(worst_statistics(result["statistics"][name]))
         rows.append(row)
     return rows
 
@@ -400,52 +351,53 @@ def summarize(result):
 def check_targets(results):
     """The targets as (description, measured, met) triples."""
     checks = []
-    gap_limit = MEAN_GAP_FACTOR * expected_mean_gap()
     for result in results:
         by_method = {row["method"]: row for row in result["summary"]}
-        speedup = by_method[LOOP_FAIR]["speedup_cpu"][1]
+        before = f"{result['model']}: "
         checks.append(
-            (
-                f"{result['model']}: mc_predict speedup vs {LOOP_FAIR} >= "
-                f"{SPEEDUP_TARGET:.0f}x (CPU time)",
-                f"{speedup:.2f}x",
-                speedup >= SPEEDUP_TARGET,
+            speedup_check(
+                by_method[LOOP_FAIR]["speedup_cpu"][1],
+                LOOP_FAIR,
+                before=before,
+                after=" (CPU time)",
             )
         )
         for name in (LOOP_DEFAULT, LOOP_FAIR):
-            gap = by_method[name]["worst_mean_gap"]
-            ratio = by_method[name]["worst_std_ratio"]
             checks.append(
-                (
-                    f"{result['model']}: mc_predict statistics equal "
-                    f"{name}'s: mean gap <= {gap_limit:.2f} std, std ratio "
-                    f"within {STD_TOLERANCE:.0%}",
-                    f"{gap:.3f} std, {ratio:.3f}",
-                    gap <= gap_limit and abs(ratio - 1) <= STD_TOLERANCE,
-                )
+                statistics_check(by_method[name], name, before=before)
             )
     return checks
 
 
-def markdown_table(summary):
-    lines = [
-        f"| method | CPU s / {SAMPLES} samples | wall s "
-        "| speedup of mc_predict, CPU (p25-p75) | speedup, wall "
-        "| worst mean gap (std) | worst std ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in summary:
-        gap, ratio = row["worst_mean_gap"], row["worst_std_ratio"]
-        wall = row["speedup_wall"]
-        lines.append(
-            f"| {row['method']} | {row['median_cpu_s']:.3f} "
-            f"| {row['median_wall_s']:.3f} "
-            f"| {ratio_cell(row['speedup_cpu'])} "
-            f"| {'' if wall is None else f'{wall[1]:.2f}x'} "
-            f"| {'' if gap is None else f'{gap:.3f}'} "
-            f"| {'' if ratio is None else f'{ratio:.3f}'} |"
-        )
-    return "\n".join(lines)
+def _median_cell(values):
+    return "" if values is None else f"{values[1]:.2f}x"
+
+
+def model_table(summary):
+    return markdown_table(
+        (
+            "method",
+            f"CPU s / {SAMPLES} samples",
+            "wall s",
+            "speedup of mc_predict, CPU (p25-p75)",
+            "speedup, wall",
+            "worst mean gap (std)",
+            "worst std ratio",
+        ),
+        "lrrrrrr",
+        (
+            (
+                row["method"],
+                f"{row['median_cpu_s']:.3f}",
+                f"{row['median_wall_s']:.3f}",
+                ratio_cell(row["speedup_cpu"]),
+                _median_cell(row["speedup_wall"]),
+                cell(row["worst_mean_gap"]),
+                cell(row["worst_std_ratio"]),
+            )
+            for row in summary
+        ),
+    )
 
 
 def _keras_hub_version():
@@ -465,21 +417,16 @@ def parse_models(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The backend is chosen with the KERAS_BACKEND variable.",
+    parser = ArgumentParser(
+        __doc__,
+        quick_help=f"{QUICK_REPEATS} round of {QUICK_ROWS} rows: a smoke "
+        "test of the whole script",
     )
-    parser.add_argument(
+    parser.add_setting(
         "--repeats",
-        type=int,
-        default=None,
-        help="timed rounds of every contender per model (default: "
-        f"{DEFAULT_REPEATS}, {QUICK_REPEATS} with --quick)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_REPEATS} rounds: a smoke test of the whole script",
+        default=DEFAULT_REPEATS,
+        quick=QUICK_REPEATS,
+        help="timed rounds of every contender per model",
     )
     parser.add_argument(
         "--models",
@@ -488,78 +435,51 @@ def parse_args(argv=None):
         metavar="NAME[,NAME...]",
         help=f"models to time (default: {','.join(MODELS)})",
     )
-    parser.add_argument(
-        "--rows",
-        type=int,
-        default=ROWS,
-        help="rows of inputs (default: %(default)s)",
+    parser.add_setting(
+        "--rows", default=ROWS, quick=QUICK_ROWS, help="rows of inputs"
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data, weights and order seed"
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results to PATH"
-    )
-    args = parser.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
-    for option in ("repeats", "rows"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    backend = keras.backend.backend()
-    revision = source_revision()
-    print(
-        f"Backend {backend}: {', '.join(args.models)}, {args.repeats} rounds "
-        f"of {SAMPLES} samples of {args.rows} rows; keras_regkit at "
-        f"{revision}",
-        file=sys.stderr,
-        flush=True,
+    run = Run(
+        f"{', '.join(args.models)}, {args.repeats} rounds of {SAMPLES} "
+        f"samples of {args.rows} rows",
+        args.quick,
     )
-    started = time.perf_counter()
     results = []
     for name in args.models:
         result = time_model(MODELS[name], args.rows, args.repeats, args.seed)
         result["summary"] = summarize(result)
         results.append(result)
     checks = check_targets(results)
-    elapsed = time.perf_counter() - started
+    run.stop()
 
     for result in results:
         print(
-            f"\n### {backend}: {result['model']} ({result['parameters']:,} "
-            f"parameters, {len(result['converted_layers'])} dropout layers; "
+            f"\n### {run.backend}: {result['model']} ({run.quick_note}"
+            f"{result['parameters']:,} parameters, "
+            f"{len(result['converted_layers'])} dropout layers; "
             f"{args.repeats} rounds of {SAMPLES} samples of {result['rows']} "
             f"rows; speedup = loop time / mc_predict time, median of "
             f"per-round ratios; mean gap about {expected_mean_gap():.2f} "
-            f"expected; keras_regkit {keras_regkit.__version__} at "
-            f"{revision})\n"
+            f"expected; {run.stamp})\n"
         )
-        print(markdown_table(result["summary"]))
-    print()
-    print_targets(checks)
-    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
-
-    if args.json:
-        record = {
-            **run_record(backend, revision, checks),
-            "settings": {
-                "repeats": args.repeats,
-                "rows": args.rows,
-                "samples": SAMPLES,
-                "fair_batch_size": FAIR_BATCH_SIZE,
-                "seed": args.seed,
-            },
-            "keras_hub": _keras_hub_version(),
-            "models": results,
-            "elapsed_s": elapsed,
-        }
-        with open(args.json, "w") as file:
-            json.dump(record, file, indent=2)
+        print(model_table(result["summary"]))
+    run.report(
+        checks,
+        args.json,
+        settings={
+            "repeats": args.repeats,
+            "rows": args.rows,
+            "samples": SAMPLES,
+            "fair_batch_size": FAIR_BATCH_SIZE,
+            "seed": args.seed,
+        },
+        keras_hub=_keras_hub_version(),
+        models=results,
+    )
 
 
 if __name__ == "__main__":

@@ -49,45 +49,50 @@ The backend is Keras's usual environment variable; run once per backend::
     KERAS_BACKEND=tensorflow python benchmarks/bench_regularizers.py
     KERAS_BACKEND=jax python benchmarks/bench_regularizers.py --json jax.json
     KERAS_BACKEND=torch python benchmarks/bench_regularizers.py --rounds 20
+    KERAS_BACKEND=tensorflow python benchmarks/bench_regularizers.py --quick
 
 It prints a markdown table, the import times and which of the project's
 targets are met. With the defaults (15 rounds of 40 steps) one backend takes
 two to three minutes on two CPU cores. Each round's no-penalty time goes to
 stderr: if those vary by more than about 20%, something else was competing
 for the CPU (PyTorch's busy-waiting threads make it the most sensitive
-backend), and the run is best repeated.
+backend), and the run is best repeated. `--quick` (3 rounds of 5 steps, 1
+import run) is a smoke test of the whole script, well under a minute; its
+numbers mean nothing.
 """
 
-import argparse
-import gc
-import json
 import os
-import platform
-import random
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The harness shared by every benchmark lies next to this script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras
-import numpy as np
+from _harness import (
+    BATCH_SIZE,
+    ArgumentParser,
+    Run,
+    build_mlp,
+    epoch_settings,
+    interleaved_rounds,
+    make_data,
+    summarize,
+    twin_checks,
+    variant_table,
+)
 
 import keras_regkit
 
-BATCH_SIZE = 128
-INPUT_DIM = 784
-HIDDEN_UNITS = (1024, 1024)
-NUM_CLASSES = 10
-LEARNING_RATE = 0.01
 WEIGHT_DECAY = 2e-4  # SGD's decoupled decay equal to L2(1e-4); see L2 docs
 
 BASELINE = "no penalty"
 
-# Project targets: a keras_regkit penalty may cost at most this much relative
-# to its Keras twin on every backend (1.00x, with 2% allowed for noise) ...
-TWIN_LIMIT = 1.02
+# Project targets: a keras_regkit penalty may cost at most 1.00x (+-2%)
+# relative to its Keras twin on every backend (the harness's TWIN_LIMIT) ...
 # ... and, on TensorFlow, at most this much relative to no penalty.
 TENSORFLOW_BASELINE_LIMITS = {
     "regkit L1": 1.08,
@@ -127,39 +132,12 @@ VARIANTS = (
 )
 
 
-def make_data(steps, seed):
-    """Synthetic inputs and integer labels for `steps` batches."""
-    rng = np.random.default_rng(seed)
-    count = steps * BATCH_SIZE
-    x = rng.standard_normal((count, INPUT_DIM), dtype=np.float32)
-    y = rng.integers(0, NUM_CLASSES, size=count).astype(np.int32)
-    return x, y
-
-
 def build_model(variant, seed):
     """The compiled MLP of `variant`, with the same initial weights for all."""
-    keras.utils.set_random_seed(seed)
-
-    def penalty():
-        # A fresh instance per layer, as a user writing the model would.
-        return None if variant.make_penalty is None else variant.make_penalty()
-
-    layers = [keras.Input((INPUT_DIM,))]
-    for units in HIDDEN_UNITS:
-        layers.append(
-            keras.layers.Dense(
-                units, activation="relu", kernel_regularizer=penalty()
-            )
-        )
-    layers.append(keras.layers.Dense(NUM_CLASSES, kernel_regularizer=penalty()))
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=LEARNING_RATE, weight_decay=variant.weight_decay
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model = build_mlp(
+        seed, penalty=variant.make_penalty, weight_decay=variant.weight_decay
     )
-    expected = 0 if variant.make_penalty is None else len(layers) - 1
+    expected = 0 if variant.make_penalty is None else len(model.layers)
     if len(model.losses) != expected:
         raise RuntimeError(
             f"{variant.name}: {len(model.losses)} penalties in model.losses, "
@@ -168,84 +146,22 @@ def build_model(variant, seed):
     return model
 
 
-def train_one_epoch(model, x, y):
-    """Process CPU seconds for one epoch of `fit`."""
-    gc.collect()
-    start = time.process_time()
-    model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0)
-    return time.process_time() - start
-
-
 def time_training(steps, rounds, seed):
     """Per-round CPU seconds of every variant: {name: [seconds, ...]}."""
     x, y = make_data(steps, seed)
     models = {variant.name: build_model(variant, seed) for variant in VARIANTS}
-    for model in models.values():
-        train_one_epoch(model, x, y)  # trace and compile the train step
-
+    # Warmed up with one epoch each (traces and compiles the train step).
     return interleaved_rounds(
         {
-            name: (lambda m=m: train_one_epoch(m, x, y))
+            name: lambda m=m: m.fit(
+                x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0
+            )
             for name, m in models.items()
         },
         rounds,
         seed,
         baseline=BASELINE,
-        label="no penalty",
-    )
-
-
-def interleaved_rounds(contenders, rounds, seed, baseline, label):
-    """Times every contender once per round, in a fresh shuffled order.
-
-    Args:
-        contenders: `{name: run}`, `run()` returning the seconds it took.
-        rounds: number of rounds.
-        seed: seeds the shuffling.
-        baseline: the name whose time each round reports on stderr.
-        label: how stderr names the baseline.
-
-    Returns:
-        `{name: [seconds per round]}`.
-    """
-    order = list(contenders)
-    shuffler = random.Random(seed)
-    seconds = {name: [] for name in contenders}
-    for round_index in range(rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            seconds[name].append(contenders[name]())
-        print(
-            f"  round {round_index + 1:>2}/{rounds}: "
-            f"{label} {seconds[baseline][-1]:.3f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    return seconds
-
-
-def quartiles(values):
-    """25th, 50th and 75th percentiles."""
-    low, median, high = np.percentile(values, [25, 50, 75])
-    return float(low), float(median), float(high)
-
-
-def summarize(seconds):
-    """Median seconds and median per-round ratios of every variant."""
-    baseline = np.asarray(seconds[BASELINE])
-    rows = []
-    for variant in VARIANTS:
-        own = np.asarray(seconds[variant.name])
-        row = {
-            "variant": variant.name,
-            "median_s": float(np.median(own)),
-            "vs_baseline": quartiles(own / baseline),
-            "vs_twin": None,
-        }
-        if variant.twin is not None:
-            row["vs_twin"] = quartiles(own / np.asarray(seconds[variant.twin]))
-        rows.append(row)
-    return rows
+    ).cpu
 
 
 _IMPORT_PROBE = """
@@ -257,37 +173,6 @@ import keras_regkit
 end = time.perf_counter()
 print(middle - start, end - middle)
 """
-
-
-def source_revision():
-    """The git commit of the keras_regkit source, or None outside a checkout.
-
-    "+dirty" is appended when the package has uncommitted changes, so that
-    results can always be traced to the code that produced them.
-    """
-    package_dir = os.path.dirname(os.path.abspath(keras_regkit.__file__))
-
-    def git(*arguments):
-        return subprocess.run(
-            ["git", *arguments],
-            cwd=package_dir,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", ".")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def backend_version(backend):
-    """The version of the package behind the Keras backend."""
-    # Every Keras backend is named after the package that implements it.
-    return __import__(backend).__version__
 
 
 def time_imports(runs):
@@ -309,17 +194,7 @@ def time_imports(runs):
 
 def check_targets(backend, rows, regkit_import_s):
     """The project's targets as (description, measured, met) triples."""
-    checks = []
-    for row in rows:
-        if row["vs_twin"] is not None:
-            ratio = row["vs_twin"][1]
-            checks.append(
-                (
-                    f"{row['variant']} / Keras twin <= 1.00x (+-2%)",
-                    f"{ratio:.3f}x",
-                    ratio <= TWIN_LIMIT,
-                )
-            )
+    checks = twin_checks(rows, "Keras twin")
     if backend == "tensorflow":
         for row in rows:
             limit = TENSORFLOW_BASELINE_LIMITS.get(row["variant"])
@@ -342,143 +217,58 @@ def check_targets(backend, rows, regkit_import_s):
     return checks
 
 
-def ratio_cell(values):
-    """A table cell: the median ratio with its 25th-75th percentiles."""
-    if values is None:
-        return ""
-    low, median, high = values
-    return f"{median:.3f}x ({low:.3f}-{high:.3f})"
-
-
-def print_targets(checks):
-    """Prints `(description, measured, met)` rows as a markdown table."""
-    print("| target | measured | met |\n|---|---:|---|")
-    for description, measured, met in checks:
-        print(f"| {description} | {measured} | {'yes' if met else 'no'} |")
-
-
-def run_record(backend, revision, checks):
-    """The JSON fields every benchmark writes: what ran, where, what met."""
-    return {
-        "backend": backend,
-        "versions": {
-            "python": platform.python_version(),
-            "keras": keras.__version__,
-            "keras_regkit": keras_regkit.__version__,
-            "keras_regkit_revision": revision,
-            backend: backend_version(backend),
-            "numpy": np.__version__,
-        },
-        "cpu_count": os.cpu_count(),
-        "targets": [
-            {"target": description, "measured": measured, "met": met}
-            for description, measured, met in checks
-        ],
-    }
-
-
-def markdown_table(rows):
-    lines = [
-        "| variant | s / epoch | vs no penalty (p25-p75) "
-        "| vs Keras twin (p25-p75) |",
-        "|---|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {ratio_cell(row['vs_baseline'])} "
-            f"| {ratio_cell(row['vs_twin'])} |"
-        )
-    return "\n".join(lines)
-
-
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The backend is chosen with the KERAS_BACKEND variable.",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=15,
-        help="timed epochs per variant (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=40,
-        help="batches of 128 per epoch (default: %(default)s)",
-    )
-    parser.add_argument(
+    parser = ArgumentParser(__doc__)
+    parser.add_epoch_settings(rounds=(15, 3), steps=(40, 5))
+    parser.add_setting(
         "--import-runs",
-        type=int,
         default=7,
-        help="fresh processes for the import timing (default: %(default)s)",
+        quick=1,
+        help="fresh processes for the import timing",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data, weights and order seed"
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results to PATH"
-    )
-    args = parser.parse_args(argv)
-    for option in ("rounds", "steps", "import_runs"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    backend = keras.backend.backend()
-    revision = source_revision()
-    print(
-        f"Backend {backend}: {len(VARIANTS)} variants, {args.rounds} rounds "
-        f"of {args.steps} steps, keras_regkit at {revision}",
-        file=sys.stderr,
-        flush=True,
+    run = Run(
+        f"{len(VARIANTS)} variants, {args.rounds} rounds of {args.steps} steps",
+        args.quick,
     )
-    started = time.perf_counter()
     seconds = time_training(args.steps, args.rounds, args.seed)
-    rows = summarize(seconds)
+    rows = summarize(
+        seconds,
+        BASELINE,
+        {variant.name: variant.twin for variant in VARIANTS},
+        twin=False,
+    )
     keras_import_s, regkit_import_s = time_imports(args.import_runs)
-    checks = check_targets(backend, rows, regkit_import_s)
-    elapsed = time.perf_counter() - started
+    checks = check_targets(run.backend, rows, regkit_import_s)
+    run.stop()
 
     print(
-        f"\n### {backend} ({args.rounds} rounds x {args.steps} steps of "
-        f"{BATCH_SIZE}, median of per-round ratios; keras_regkit "
-        f"{keras_regkit.__version__} at {revision})\n"
+        f"\n### {run.backend} ({run.quick_note}{args.rounds} rounds x "
+        f"{args.steps} steps of {BATCH_SIZE}, median of per-round ratios; "
+        f"{run.stamp})\n"
     )
-    print(markdown_table(rows))
+    print(variant_table(rows, BASELINE, "vs Keras twin"))
     print(
         f"\n`import keras`: {keras_import_s:.3f} s; `import keras_regkit` "
         f"after it: {regkit_import_s * 1000:.1f} ms "
-        f"(medians of {args.import_runs} fresh processes)\n"
+        f"(medians of {args.import_runs} fresh processes)"
     )
-    print_targets(checks)
-    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
-
-    if args.json:
-        result = {
-            **run_record(backend, revision, checks),
-            "settings": {
-                "rounds": args.rounds,
-                "steps": args.steps,
-                "batch_size": BATCH_SIZE,
-                "seed": args.seed,
-                "import_runs": args.import_runs,
-            },
-            "seconds_per_epoch": seconds,
-            "summary": rows,
-            "import_s": {
-                "keras": keras_import_s,
-                "keras_regkit": regkit_import_s,
-            },
-            "elapsed_s": elapsed,
-        }
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=2)
+    run.report(
+        checks,
+        args.json,
+        settings={
+            **epoch_settings(args),
+            "seed": args.seed,
+            "import_runs": args.import_runs,
+        },
+        seconds_per_epoch=seconds,
+        summary=rows,
+        import_s={"keras": keras_import_s, "keras_regkit": regkit_import_s},
+    )
 
 
 if __name__ == "__main__":

@@ -107,33 +107,33 @@ time goes to stderr: if those vary by more than about 20%, something else
 was competing for the CPU, and the run is best repeated.
 """
 
-import argparse
 import gc
-import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
 
+# The harness shared by every benchmark lies next to this script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras
 import numpy as np
-
-# The data and the helpers shared with the penalties' benchmark, found next
-# to this script (Python puts the script's folder on sys.path).
-from bench_regularizers import (
+from _harness import (
     BATCH_SIZE,
     HIDDEN_UNITS,
     INPUT_DIM,
-    LEARNING_RATE,
     NUM_CLASSES,
+    ArgumentParser,
+    Contender,
+    Run,
+    build_mlp,
+    interleaved_rounds,
     make_data,
-    print_targets,
+    markdown_table,
+    quartile_cell,
     quartiles,
     ratio_cell,
-    run_record,
-    source_revision,
 )
 
 import keras_regkit
@@ -233,29 +233,13 @@ def make_rows(rows, seed):
 
 def build_model(hidden_units, counter, seed, *, penalty=None, metrics=None):
     """The compiled MLP; `penalty()` gives each kernel's regularizer."""
-    keras.utils.set_random_seed(seed)
-
-    def regularizer():
-        # A fresh instance per layer, as a user writing the model would.
-        return None if penalty is None else penalty()
-
-    layers = [keras.Input((INPUT_DIM,)), CountCalls(counter)]
-    for units in hidden_units:
-        layers.append(
-            keras.layers.Dense(
-                units, activation="relu", kernel_regularizer=regularizer()
-            )
-        )
-    layers.append(
-        keras.layers.Dense(NUM_CLASSES, kernel_regularizer=regularizer())
-    )
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    return build_mlp(
+        seed,
+        hidden_units,
+        penalty=penalty,
+        first_layer=CountCalls(counter),
         metrics=metrics,
     )
-    return model
 
 
 def architecture(settings):
@@ -304,24 +288,39 @@ class ShrinkBench:
                 f"expected {LEVEL_COUNT + 1}"
             )
 
-    def run(self, name):
-        """Process CPU seconds, traces and test-function replacements of
-        one call of the contender `name`, from the original weights."""
-        self.model.set_weights(self.original)
-        gc.collect()
-        function = self.model.test_function
-        traces = self.counter.count
-        start = time.process_time()
-        if name == EVALUATE_LOOP:
-            self.evaluate_loop()
+
+class ShrinkCall(Contender):
+    """One call of the contender `name` of part 1, from the original
+    weights; its result is `(traces, test_function replaced)`."""
+
+    def __init__(self, bench, name):
+        self.bench = bench
+        self.name = name
+
+    def setup(self):
+        self.bench.model.set_weights(self.bench.original)
+        self.function = self.bench.model.test_function
+        self.traces = self.bench.counter.count
+
+    def run(self):
+        if self.name == EVALUATE_LOOP:
+            self.bench.evaluate_loop()
         else:
-            self.shrink(name)
-        seconds = time.process_time() - start
+            self.bench.shrink(self.name)
+
+    def finish(self, result):
         return (
-            seconds,
-            self.counter.count - traces,
-            int(self.model.test_function is not function),
+            self.bench.counter.count - self.traces,
+            int(self.bench.model.test_function is not self.function),
         )
+
+
+def _field(results, index):
+    """`{name: [result[index] of each round]}` from `Rounds.results`."""
+    return {
+        name: [result[index] for result in outcomes]
+        for name, outcomes in results.items()
+    }
 
 
 def time_shrink(settings):
@@ -332,36 +331,24 @@ def time_shrink(settings):
     bench.model.evaluate(
         bench.x, bench.y, batch_size=settings.eval_batch_size, verbose=0
     )
-    warm_up = {}
-    for method in METHODS:
-        _, traces, rebuilt = bench.run(method)
-        warm_up[method] = {"traces": traces, "rebuilt": rebuilt}
-
     names = [EVALUATE_LOOP, *METHODS]
-    order = list(names)
-    shuffler = random.Random(settings.seed)
-    seconds = {name: [] for name in names}
-    traces = {name: [] for name in names}
-    rebuilt = {name: [] for name in names}
-    for round_index in range(settings.rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            spent, traced, replaced = bench.run(name)
-            seconds[name].append(spent)
-            traces[name].append(traced)
-            rebuilt[name].append(replaced)
-        print(
-            f"  shrink round {round_index + 1:>2}/{settings.rounds}: "
-            f"{EVALUATE_LOOP} {seconds[EVALUATE_LOOP][-1]:.3f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+    measured = interleaved_rounds(
+        {name: ShrinkCall(bench, name) for name in names},
+        settings.rounds,
+        settings.seed,
+        warm_up=METHODS,  # each method's shrink once, its traces counted
+        baseline=EVALUATE_LOOP,
+        label="shrink ",
+    )
     shape = {"parameters": bench.model.count_params()}
     return {
-        "seconds": seconds,
-        "traces": traces,
-        "rebuilt": rebuilt,
-        "warm_up": warm_up,
+        "seconds": measured.cpu,
+        "traces": _field(measured.results, 0),
+        "rebuilt": _field(measured.results, 1),
+        "warm_up": {
+            method: {"traces": traces, "rebuilt": rebuilt}
+            for method, (traces, rebuilt) in measured.warm_up.items()
+        },
     }, shape
 
 
@@ -394,30 +381,29 @@ def summarize_shrink(results):
 
 
 def shrink_table(rows, backend):
-    lines = [
-        f"| contender | s / call | vs {EVALUATE_LOOP} (p25-p75) "
-        "| extra ms per level (p25-p75) | traces per call "
-        "| test_function replaced |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        extra = row["extra_ms_per_level"]
-        extra_cell = (
-            ""
-            if extra is None
-            else f"{extra[1]:.1f} ({extra[0]:.1f}-{extra[2]:.1f})"
-        )
-        traces = (
-            str(row["traces_per_call"])
-            if traces_counted(backend)
-            else "n/a (eager)"
-        )
-        lines.append(
-            f"| {row['contender']} | {row['median_s']:.3f} "
-            f"| {ratio_cell(row['vs_baseline'])} | {extra_cell} "
-            f"| {traces} | {row['rebuilds']} |"
-        )
-    return "\n".join(lines)
+    counted = traces_counted(backend)
+    return markdown_table(
+        (
+            "contender",
+            "s / call",
+            f"vs {EVALUATE_LOOP} (p25-p75)",
+            "extra ms per level (p25-p75)",
+            "traces per call",
+            "test_function replaced",
+        ),
+        "lrrrrr",
+        (
+            (
+                row["contender"],
+                f"{row['median_s']:.3f}",
+                ratio_cell(row["vs_baseline"]),
+                quartile_cell(row["extra_ms_per_level"]),
+                row["traces_per_call"] if counted else "n/a (eager)",
+                row["rebuilds"],
+            )
+            for row in rows
+        ),
+    )
 
 
 # Part 2: ProximalStep.
@@ -459,12 +445,17 @@ class EpochTimer(keras.callbacks.Callback):
                 )
 
 
-class Trainee:
-    """A part-2 variant: its model, its callbacks and its timer."""
+class Trainee(Contender):
+    """A part-2 variant: its model, its callbacks and its timer.
 
-    def __init__(self, name, settings):
+    Each run is one `fit` call; its result, the seconds and traces of each
+    of its epochs.
+    """
+
+    def __init__(self, name, settings, x, y):
         self.name = name
         self.settings = settings
+        self.x, self.y = x, y
         self.counter = TraceCount()
         self.model = build_model(
             settings.hidden_units,
@@ -481,16 +472,17 @@ class Trainee:
             # `on_epoch_begin` and stops before their `on_epoch_end`.
             self.callbacks.insert(0, keras_regkit.callbacks.ProximalStep())
 
-    def fit(self, x, y):
-        """The seconds and traces of each epoch of one `fit` call."""
+    def run(self):
         self.model.fit(
-            x,
-            y,
+            self.x,
+            self.y,
             batch_size=self.settings.train_batch_size,
             epochs=self.settings.epochs,
             callbacks=self.callbacks,
             verbose=0,
         )
+
+    def finish(self, result):
         return list(self.timer.seconds), list(self.timer.traces)
 
 
@@ -498,25 +490,22 @@ def time_proximal(settings):
     """Per-round epoch seconds and traces of both variants of part 2."""
     rows = settings.steps * settings.train_batch_size
     x, y = make_rows(rows, settings.seed)
-    trainees = {name: Trainee(name, settings) for name in (LOSS_TERM, PROXIMAL)}
-    order = list(trainees)
-    shuffler = random.Random(settings.seed)
-    seconds = {name: [] for name in trainees}
-    traces = {name: [] for name in trainees}
-    for round_index in range(settings.train_rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            epoch_seconds, epoch_traces = trainees[name].fit(x, y)
-            seconds[name].append(epoch_seconds)
-            traces[name].append(epoch_traces)
-        steady = np.median(seconds[LOSS_TERM][-1][1:])
-        print(
-            f"  ProximalStep round {round_index + 1:>2}/"
-            f"{settings.train_rounds}: {LOSS_TERM} {steady:.3f} s / epoch",
-            file=sys.stderr,
-            flush=True,
-        )
-    return {"seconds": seconds, "traces": traces}
+    measured = interleaved_rounds(
+        {name: Trainee(name, settings, x, y) for name in (LOSS_TERM, PROXIMAL)},
+        settings.train_rounds,
+        settings.seed,
+        # No warm-up: each fit's first epoch, with its trace, is discarded.
+        warm_up=False,
+        label="ProximalStep ",
+        progress=lambda measured: (
+            f"{LOSS_TERM} "
+            f"{np.median(measured.results[LOSS_TERM][-1][0][1:]):.3f} s / epoch"
+        ),
+    )
+    return {
+        "seconds": _field(measured.results, 0),
+        "traces": _field(measured.results, 1),
+    }
 
 
 def summarize_proximal(results, settings):
@@ -549,23 +538,33 @@ def summarize_proximal(results, settings):
 
 
 def proximal_table(rows, backend):
-    lines = [
-        f"| variant | s / epoch | ms / step | vs {LOSS_TERM} (p25-p75) "
-        "| first epoch, s | traces in first epochs | traces after |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if traces_counted(backend):
-            first = ", ".join(map(str, row["first_epoch_traces"]))
-            later = str(row["later_traces"])
-        else:
-            first = later = "n/a (eager)"
-        lines.append(
-            f"| {row['variant']} | {row['median_s']:.3f} "
-            f"| {row['ms_per_step']:.2f} | {ratio_cell(row['vs_baseline'])} "
-            f"| {row['first_epoch_s']:.3f} | {first} | {later} |"
-        )
-    return "\n".join(lines)
+    counted = traces_counted(backend)
+    return markdown_table(
+        (
+            "variant",
+            "s / epoch",
+            "ms / step",
+            f"vs {LOSS_TERM} (p25-p75)",
+            "first epoch, s",
+            "traces in first epochs",
+            "traces after",
+        ),
+        "lrrrrrr",
+        (
+            (
+                row["variant"],
+                f"{row['median_s']:.3f}",
+                f"{row['ms_per_step']:.2f}",
+                ratio_cell(row["vs_baseline"]),
+                f"{row['first_epoch_s']:.3f}",
+                ", ".join(map(str, row["first_epoch_traces"]))
+                if counted
+                else "n/a (eager)",
+                row["later_traces"] if counted else "n/a (eager)",
+            )
+            for row in rows
+        ),
+    )
 
 
 def check_targets(backend, shrink_rows, proximal_rows):
@@ -610,58 +609,32 @@ def check_targets(backend, shrink_rows, proximal_rows):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The backend is chosen with the KERAS_BACKEND variable.",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        help=f"timed calls per contender of part 1, shrink (default: "
-        f"{FULL['rounds']}; --quick: {QUICK['rounds']})",
-    )
-    parser.add_argument(
-        "--train-rounds",
-        type=int,
-        help=f"timed fit calls per variant of part 2, ProximalStep "
-        f"(default: {FULL['train_rounds']}; --quick: "
-        f"{QUICK['train_rounds']})",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        help=f"epochs per fit call of part 2, the first one discarded "
-        f"(default: {FULL['epochs']}; --quick: {QUICK['epochs']})",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        help=f"batches per epoch of part 2 (default: {FULL['steps']}; "
-        f"--quick: {QUICK['steps']})",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: a tiny model, few rows and rounds",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="data, weights and order seed"
-    )
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        help="where to write the results (default: results_shrink_"
+    parser = ArgumentParser(
+        __doc__,
+        quick_help="smoke test: a tiny model, few rows and rounds",
+        json_help="where to write the results (default: results_shrink_"
         "<backend>.json next to this script; none with --quick)",
     )
+
+    def setting(flag, help, **kwargs):
+        option = flag[2:].replace("-", "_")
+        parser.add_setting(
+            flag, default=FULL[option], quick=QUICK[option], help=help, **kwargs
+        )
+
+    setting("--rounds", "timed calls per contender of part 1, shrink")
+    setting(
+        "--train-rounds", "timed fit calls per variant of part 2, ProximalStep"
+    )
+    setting(
+        "--epochs",
+        "epochs per fit call of part 2, the first one discarded",
+        minimum=2,
+        why="the first is discarded",
+    )
+    setting("--steps", "batches per epoch of part 2")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
-    for option in ("rounds", "train_rounds", "epochs", "steps"):
-        if getattr(args, option) is None:
-            setattr(args, option, profile[option])
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2 (the first is discarded)")
     args.settings = Settings(
         **{
             **profile,
@@ -678,32 +651,27 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     settings = args.settings
-    backend = keras.backend.backend()
-    revision = source_revision()
-    print(
-        f"Backend {backend}{' (quick)' if args.quick else ''}: shrink, "
-        f"{settings.rounds} rounds; ProximalStep, {settings.train_rounds} "
-        f"rounds of {settings.epochs} epochs x {settings.steps} steps; "
-        f"keras_regkit at {revision}",
-        file=sys.stderr,
-        flush=True,
+    run = Run(
+        f"shrink, {settings.rounds} rounds; ProximalStep, "
+        f"{settings.train_rounds} rounds of {settings.epochs} epochs x "
+        f"{settings.steps} steps",
+        args.quick,
     )
-    started = time.perf_counter()
+    backend = run.backend
     shrink_results, shape = time_shrink(settings)
     proximal_results = time_proximal(settings)
     shrink_rows = summarize_shrink(shrink_results)
     proximal_rows = summarize_proximal(proximal_results, settings)
     checks = check_targets(backend, shrink_rows, proximal_rows)
-    elapsed = time.perf_counter() - started
+    run.stop()
 
-    quick = "QUICK SMOKE TEST, not a measurement; " if args.quick else ""
+    quick = run.quick_note
     print(
         f"\n### {backend}: `shrink`, {LEVEL_COUNT} levels, no fine-tuning"
         f" ({quick}{settings.rounds} rounds; MLP {architecture(settings)}, "
         f"{shape['parameters']:,} parameters; {settings.validation_rows:,} "
         f"validation rows, batch {settings.eval_batch_size}; median of "
-        f"per-round ratios; keras_regkit {keras_regkit.__version__} at "
-        f"{revision})\n"
+        f"per-round ratios; {run.stamp})\n"
     )
     print(shrink_table(shrink_rows, backend))
     print(
@@ -714,35 +682,27 @@ def main(argv=None):
         f"median of per-round ratios)\n"
     )
     print(proximal_table(proximal_rows, backend))
-    print()
-    print_targets(checks)
-    print(f"\n({elapsed:.0f} s)", file=sys.stderr)
-
     path = args.json
     if path is None and not args.quick:
         path = os.path.join(
             os.path.dirname(os.path.abspath(__file__)),
             f"results_shrink_{backend}.json",
         )
-    if path:
-        result = {
-            **run_record(backend, revision, checks),
-            "settings": {
-                **asdict(settings),
-                "quick": args.quick,
-                "levels": LEVELS,
-                "l1": L1_STRENGTH,
-            },
-            "model": shape,
-            "shrink": shrink_results,
-            "shrink_summary": shrink_rows,
-            "proximal_step": proximal_results,
-            "proximal_step_summary": proximal_rows,
-            "elapsed_s": elapsed,
-        }
-        with open(path, "w") as file:
-            json.dump(result, file, indent=2)
-        print(f"Wrote {path}", file=sys.stderr)
+    run.report(
+        checks,
+        path,
+        settings={
+            **asdict(settings),
+            "quick": args.quick,
+            "levels": LEVELS,
+            "l1": L1_STRENGTH,
+        },
+        model=shape,
+        shrink=shrink_results,
+        shrink_summary=shrink_rows,
+        proximal_step=proximal_results,
+        proximal_step_summary=proximal_rows,
+    )
 
 
 if __name__ == "__main__":
