@@ -17,7 +17,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from serialization import run_in_fresh_process
+from processes import run_in_fresh_process
 
 import keras_regkit
 from keras_regkit import L1, L2, GroupLasso, PenaltyPlan

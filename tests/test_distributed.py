@@ -3,15 +3,17 @@
 - JAX, several processes: `keras.distribution` over two processes on
   127.0.0.1 (CPU collectives over gloo), data parallel.
 - JAX, one host: `keras.distribution.DataParallel` over two host devices.
-- TensorFlow: `tf.distribute.MirroredStrategy` over two logical CPUs, and
-  `MultiWorkerMirroredStrategy`, which Keras 3 does not support at all
-  (expected to fail until upstream fixes it).
+- TensorFlow: `tf.distribute.MirroredStrategy` over two logical CPUs, with
+  every callback together and with each callback and the regularizers
+  alone, and `MultiWorkerMirroredStrategy`, which Keras 3 does not support
+  at all (expected to fail until upstream fixes it).
 
 Each run happens in fresh processes: devices and distribution are set up
 before the backend starts.
 """
 
 import json
+import math
 import os
 import socket
 import sys
@@ -19,11 +21,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from serialization import run_in_fresh_process, run_on_two_cpus, run_together
+from processes import run_in_fresh_process, run_on_two_cpus, run_together
 
-# The training every test runs: our penalties, our Dropout, and every one of
-# our callbacks. `DATA` is a tf.data.Dataset (multi-process JAX shards it)
-# or numpy arrays; the script prints a JSON report on its last line.
+# The training of the tests that run everything together: our penalties,
+# our Dropout, and every one of our callbacks. `DATA` is a tf.data.Dataset
+# (multi-process JAX shards it) or numpy arrays; the script prints a JSON
+# report on its last line.
 _TRAINING = """
 import json
 import numpy as np
@@ -210,6 +213,306 @@ def test_mirrored_strategy_runs_every_callback():
     assert np.isfinite(mirrored["shrunk"])
 
 
+# Each tool alone on a MirroredStrategy over two logical CPUs.
+
+
+def _tolerance(rate, draws):
+    """Five standard deviations of the fraction of `draws` units dropped."""
+    return 5 * math.sqrt(rate * (1 - rate) / draws)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_early_stopping_restores_the_best_weights_on_mirrored_strategy():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit.callbacks import EarlyStopping
+
+        scores = [0.9, 0.5, 0.7, 0.8, 0.95, 0.6]
+        seen = []
+
+        class Scripted(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["score"] = scores[epoch]
+                seen.append([np.array(w) for w in self.model.get_weights()])
+
+        with strategy.scope():
+            model = keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3)]
+            )
+            model.compile(optimizer="sgd", loss="mse")
+        callback = EarlyStopping(
+            "score", mode="min", patience=3, restore_best_weights=True
+        )
+        model.fit(
+            np.random.default_rng(0).normal(size=(64, 4)),
+            np.ones((64, 3)), batch_size=16, epochs=6, verbose=0,
+            callbacks=[Scripted(), callback],
+        )
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(model.get_weights(), seen[1])
+        )
+        print(json.dumps([len(seen), callback.stopped_epoch, same]))
+        """
+    )
+    assert _report(output) == [5, 4, True]
+
+
+@pytest.mark.tensorflow_only
+def test_penalty_scheduler_on_mirrored_strategy():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit import L2
+        from keras_regkit.callbacks import (
+            PenaltyScheduler, RegularizationMonitor,
+        )
+
+        with strategy.scope():
+            model = keras.Sequential([
+                keras.Input((4,)),
+                keras.layers.Dense(3, kernel_regularizer=L2(0.5), name="a"),
+                keras.layers.Dense(1, name="out"),
+            ])
+            model.compile(
+                optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse"
+            )
+        kernel = np.asarray(model.get_layer("a").kernel, "float64")
+        rng = np.random.default_rng(0)
+        history = model.fit(
+            rng.normal(size=(32, 4)), rng.normal(size=(32, 1)),
+            batch_size=8, epochs=3, verbose=0,
+            callbacks=[
+                PenaltyScheduler(lambda epoch: [0.0, 1.0, 2.0][epoch]),
+                RegularizationMonitor(),
+            ],
+        )
+        print(json.dumps({
+            "history": history.history,
+            "base": float(0.5 * (kernel ** 2).sum()),
+            "restored": repr(model.get_layer("a").kernel.regularizer),
+        }))
+        """
+    )
+    result = _report(output)
+    logged, base = result["history"], result["base"]
+    np.testing.assert_allclose(
+        logged["penalty"], [0.0, base, 2 * base], rtol=1e-5
+    )
+    data_loss = logged["loss"][0]
+    np.testing.assert_allclose(
+        logged["loss"],
+        [data_loss, data_loss + base, data_loss + 2 * base],
+        rtol=1e-5,
+    )
+    assert result["restored"] == "L2(l2=0.5)"
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_proximal_step_on_mirrored_strategy_matches_one_device():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit import L1
+        from keras_regkit.callbacks import ProximalStep
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(256, 20)).astype("float32")
+        y = x[:, :2].sum(axis=1, keepdims=True)
+        kernels = []
+        for scope in (strategy, one_device):
+            with scope.scope():
+                model = keras.Sequential([
+                    keras.Input((20,)),
+                    keras.layers.Dense(
+                        1, kernel_regularizer=L1(0.05),
+                        kernel_initializer="ones",
+                    ),
+                ])
+                model.compile(keras.optimizers.SGD(0.05), "mse")
+            model.fit(x, y, batch_size=32, epochs=20, verbose=0,
+                      shuffle=False, callbacks=[ProximalStep()])
+            kernels.append(np.asarray(model.layers[0].kernel))
+        print(json.dumps([
+            int((kernels[0][2:] == 0).sum()),
+            float(np.abs(kernels[0] - kernels[1]).max()),
+            len(model.losses),
+        ]))
+        """
+    )
+    zeros, gap, losses = _report(output)
+    assert zeros >= 15
+    assert gap < 1e-5
+    assert losses == 1
+
+
+@pytest.mark.tensorflow_only
+def test_regularization_monitor_on_mirrored_strategy():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit import L1, penalties
+        from keras_regkit.callbacks import RegularizationMonitor
+
+        with strategy.scope():
+            model = keras.Sequential([
+                keras.Input((4,)),
+                keras.layers.Dense(3, kernel_regularizer=L1(0.1), name="a"),
+                keras.layers.Dense(1, name="out"),
+            ])
+            model.compile(optimizer="sgd", loss="mse")
+        rng = np.random.default_rng(0)
+        history = model.fit(
+            rng.normal(size=(32, 4)), rng.normal(size=(32, 1)),
+            batch_size=8, epochs=2, verbose=0,
+            callbacks=[RegularizationMonitor()],
+        )
+        kernel = np.asarray(model.get_layer("a").kernel)
+        print(json.dumps({
+            "logged": {k: v[-1] for k, v in history.history.items()},
+            "penalty": penalties(model)["a"]["kernel"],
+            "numpy_penalty": float(0.1 * np.abs(kernel).sum()),
+            "norm": float(np.sqrt((kernel.astype("float64") ** 2).sum())),
+        }))
+        """
+    )
+    result = _report(output)
+    logged = result["logged"]
+    assert logged["penalty"] == pytest.approx(result["penalty"], rel=1e-6)
+    assert logged["penalty/a"] == pytest.approx(
+        result["numpy_penalty"], rel=1e-5
+    )
+    assert logged["kernel_norm/a"] == pytest.approx(result["norm"], rel=1e-6)
+    assert logged["zero_fraction/out"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_regularizers_on_mirrored_strategy_match_one_device():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        import keras_regkit as kr
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 6)).astype("float32")
+        y = rng.normal(size=(64, 1)).astype("float32")
+
+        def train(strategy):
+            with strategy.scope():
+                keras.utils.set_random_seed(0)
+                model = keras.Sequential([
+                    keras.Input((6,)),
+                    keras.layers.Dense(
+                        8, activation="tanh",
+                        kernel_regularizer=kr.ElasticNet(1e-3, 1e-2),
+                        bias_regularizer=kr.L1(1e-2),
+                    ),
+                    keras.layers.Dense(
+                        8, activation="tanh",
+                        kernel_regularizer=kr.GroupLasso(1e-2),
+                    ),
+                    keras.layers.Dense(1, name="head"),
+                ])
+                kr.regularize(model, layers="head", kernel=kr.ExpAbs(1e-2))
+                model.compile(keras.optimizers.SGD(0.05), "mse")
+            history = model.fit(
+                x, y, batch_size=16, epochs=3, shuffle=False, verbose=0
+            )
+            weights = [w.tolist() for w in model.get_weights()]
+            replicas = strategy.num_replicas_in_sync
+            return replicas, history.history["loss"], weights
+
+        print(json.dumps({
+            "single": train(one_device),
+            "mirrored": train(strategy),
+        }))
+        """
+    )
+    result = _report(output)
+    (one, single_loss, single_weights) = result["single"]
+    (two, mirrored_loss, mirrored_weights) = result["mirrored"]
+    assert (one, two) == (1, 2)
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
+    for ours, reference in zip(mirrored_weights, single_weights, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_dropout_scheduler_on_mirrored_strategy_sets_every_replica():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras import ops
+        from keras_regkit.callbacks import DropoutScheduler
+        from keras_regkit.layers import DropPath, Dropout
+
+        with strategy.scope():
+            dropout = Dropout(0.1, name="dropout")
+            drop_path = DropPath(0.1, name="drop_path")
+            inputs = keras.Input((64,))
+            hidden = dropout(inputs)
+            fraction = keras.layers.Lambda(
+                lambda h: ops.mean(
+                    ops.cast(ops.equal(h, 0), "float32"), axis=1, keepdims=True
+                ),
+                name="fraction",
+            )(hidden)
+            outputs = keras.layers.Dense(1, name="out")(drop_path(hidden))
+            model = keras.Model(inputs, [outputs, fraction])
+
+            def dropped(y_true, y_pred):  # the fraction the step dropped
+                return ops.mean(y_pred)
+
+            model.compile(
+                optimizer="sgd", loss=["mse", None], metrics=[[], [dropped]]
+            )
+        rates = [0.2, 0.6]
+        x = np.ones((512, 64), "float32")
+        y = np.zeros((512, 1), "float32")
+        history = model.fit(
+            x, [y, y], batch_size=128, epochs=2, verbose=0,
+            callbacks=[
+                DropoutScheduler(lambda e: rates[e], layers=[Dropout, DropPath])
+            ],
+        )
+        replica_rates = [
+            float(v.numpy()) for v in dropout._rate_state.variable.value.values
+        ]
+        print(json.dumps({
+            "history": history.history,
+            "replica_rates": replica_rates,
+        }))
+        """
+    )
+    result = _report(output)
+    history = result["history"]
+    assert history["dropout_rate"] == [0.2, 0.6]
+    tolerance = _tolerance(0.6, 512 * 64)
+    for dropped, rate in zip(
+        history["fraction_dropped"], [0.2, 0.6], strict=True
+    ):
+        assert abs(dropped - rate) < tolerance
+    assert result["replica_rates"] == pytest.approx([0.6, 0.6])
+    assert all(math.isfinite(loss) for loss in history["loss"])
+
+
 _MULTI_WORKER = """
 import json, os, sys
 
@@ -231,6 +534,44 @@ data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(8)
 model.fit(data, epochs=1, verbose=0)
 print("trained")
 """
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_weight_shrinkage_on_mirrored_strategy():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit.callbacks import WeightShrinkage
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(128, 20)).astype("float32")
+        y = x[:, :2].sum(axis=1, keepdims=True) + rng.normal(0, 1, (128, 1))
+        with strategy.scope():
+            model = keras.Sequential(
+                [keras.Input((20,)), keras.layers.Dense(1)]
+            )
+            model.compile(keras.optimizers.SGD(0.05), "mse")
+        callback = WeightShrinkage(method="prune", levels=[0.5, 0.9])
+        history = model.fit(
+            x, y, validation_split=0.5, batch_size=16, epochs=4,
+            verbose=0, callbacks=[callback],
+        )
+        shrunk = model.evaluate(x[64:], y[64:], verbose=0)
+        report = callback.report
+        print(json.dumps([
+            len(history.history["val_loss"]),
+            abs(history.history["val_loss"][-1] - shrunk),
+            report.after.metric <= report.before.metric,
+        ]))
+        """
+    )
+    entries, gap, no_worse = _report(output)
+    assert entries == 5
+    assert gap < 1e-5
+    assert no_worse
 
 
 @pytest.mark.slow

@@ -7,13 +7,11 @@ must stop at the same epoch with the same state and restored weights.
 
 import copy
 import itertools
-import json
 import warnings
 
 import keras
 import numpy as np
 import pytest
-from serialization import run_on_two_cpus
 
 from keras_regkit.callbacks import EarlyStopping
 
@@ -406,47 +404,6 @@ def test_restores_the_best_epochs_weights_after_a_real_fit():
     ):
         np.testing.assert_array_equal(restored, best)
     assert not np.array_equal(scripted.weights[1][0], scripted.weights[4][0])
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_restores_the_best_weights():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras_regkit.callbacks import EarlyStopping
-
-        scores = [0.9, 0.5, 0.7, 0.8, 0.95, 0.6]
-        seen = []
-
-        class Scripted(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                logs["score"] = scores[epoch]
-                seen.append([np.array(w) for w in self.model.get_weights()])
-
-        with strategy.scope():
-            model = keras.Sequential(
-                [keras.Input((4,)), keras.layers.Dense(3)]
-            )
-            model.compile(optimizer="sgd", loss="mse")
-        callback = EarlyStopping(
-            "score", mode="min", patience=3, restore_best_weights=True
-        )
-        model.fit(
-            np.random.default_rng(0).normal(size=(64, 4)),
-            np.ones((64, 3)), batch_size=16, epochs=6, verbose=0,
-            callbacks=[Scripted(), callback],
-        )
-        same = all(
-            np.array_equal(a, b)
-            for a, b in zip(model.get_weights(), seen[1])
-        )
-        print(json.dumps([len(seen), callback.stopped_epoch, same]))
-        """
-    )
-    assert json.loads(output.strip().splitlines()[-1]) == [5, 4, True]
 
 
 def test_monitor_op_like_keras_own_test():

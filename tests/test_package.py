@@ -8,7 +8,7 @@ import re
 
 import keras
 import pytest
-from serialization import run_in_fresh_process
+from processes import run_in_fresh_process
 
 import keras_regkit
 

@@ -8,13 +8,11 @@ model had when training began (computed with numpy).
 """
 
 import copy
-import json
 import weakref
 
 import keras
 import numpy as np
 import pytest
-from serialization import run_on_two_cpus
 
 from keras_regkit import L1, L2, ElasticNet
 from keras_regkit.callbacks import PenaltyScheduler, RegularizationMonitor
@@ -496,55 +494,3 @@ def test_arguments_are_checked_when_built(kwargs, error, match):
         PenaltyScheduler(**kwargs)
     with pytest.raises(error, match=match):
         PenaltyScheduler(**kwargs)
-
-
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_on_two_cpus():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras_regkit import L2
-        from keras_regkit.callbacks import (
-            PenaltyScheduler, RegularizationMonitor,
-        )
-
-        with strategy.scope():
-            model = keras.Sequential([
-                keras.Input((4,)),
-                keras.layers.Dense(3, kernel_regularizer=L2(0.5), name="a"),
-                keras.layers.Dense(1, name="out"),
-            ])
-            model.compile(
-                optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse"
-            )
-        kernel = np.asarray(model.get_layer("a").kernel, "float64")
-        rng = np.random.default_rng(0)
-        history = model.fit(
-            rng.normal(size=(32, 4)), rng.normal(size=(32, 1)),
-            batch_size=8, epochs=3, verbose=0,
-            callbacks=[
-                PenaltyScheduler(lambda epoch: [0.0, 1.0, 2.0][epoch]),
-                RegularizationMonitor(),
-            ],
-        )
-        print(json.dumps({
-            "history": history.history,
-            "base": float(0.5 * (kernel ** 2).sum()),
-            "restored": repr(model.get_layer("a").kernel.regularizer),
-        }))
-        """
-    )
-    result = json.loads(output.strip().splitlines()[-1])
-    logged, base = result["history"], result["base"]
-    np.testing.assert_allclose(
-        logged["penalty"], [0.0, base, 2 * base], rtol=1e-5
-    )
-    data_loss = logged["loss"][0]
-    np.testing.assert_allclose(
-        logged["loss"],
-        [data_loss, data_loss + base, data_loss + 2 * base],
-        rtol=1e-5,
-    )
-    assert result["restored"] == "L2(l2=0.5)"

@@ -5,7 +5,7 @@ import io
 import keras
 import numpy as np
 import pytest
-from serialization import run_in_fresh_process
+from processes import run_in_fresh_process
 
 from keras_regkit import L1, ShrinkageReport, ShrinkageRow, plot
 from keras_regkit.callbacks import EarlyStopping

@@ -1,13 +1,11 @@
 """Tests for keras_regkit.callbacks.ProximalStep."""
 
 import copy
-import json
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
-from serialization import run_on_two_cpus
 
 from keras_regkit.callbacks import ProximalStep
 from keras_regkit.regularizers import L1, ElasticNet, GroupLasso
@@ -280,47 +278,6 @@ def test_nothing_to_do_is_an_error_naming_the_penalties_found():
 def test_bad_selector_is_refused_at_construction():
     with pytest.raises(TypeError, match="argument `layers`"):
         ProximalStep(layers=3)
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_matches_one_device():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras_regkit import L1
-        from keras_regkit.callbacks import ProximalStep
-
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(256, 20)).astype("float32")
-        y = x[:, :2].sum(axis=1, keepdims=True)
-        kernels = []
-        for scope in (strategy, one_device):
-            with scope.scope():
-                model = keras.Sequential([
-                    keras.Input((20,)),
-                    keras.layers.Dense(
-                        1, kernel_regularizer=L1(0.05),
-                        kernel_initializer="ones",
-                    ),
-                ])
-                model.compile(keras.optimizers.SGD(0.05), "mse")
-            model.fit(x, y, batch_size=32, epochs=20, verbose=0,
-                      shuffle=False, callbacks=[ProximalStep()])
-            kernels.append(np.asarray(model.layers[0].kernel))
-        print(json.dumps([
-            int((kernels[0][2:] == 0).sum()),
-            float(np.abs(kernels[0] - kernels[1]).max()),
-            len(model.losses),
-        ]))
-        """
-    )
-    zeros, gap, losses = json.loads(output.strip().splitlines()[-1])
-    assert zeros >= 15
-    assert gap < 1e-5
-    assert losses == 1
 
 
 @pytest.mark.parametrize("scheduler_first", [True, False])

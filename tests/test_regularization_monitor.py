@@ -7,12 +7,10 @@ logs dict the callback fills is the one `History` records.
 
 import copy
 import csv
-import json
 
 import keras
 import numpy as np
 import pytest
-from serialization import run_on_two_cpus
 
 from keras_regkit import L1, L2, ElasticNet, penalties
 from keras_regkit.callbacks import RegularizationMonitor
@@ -335,48 +333,6 @@ def test_values_outside_fit():
     assert values["kernel_norm/c"] == pytest.approx(
         _norm(_numpy(model.get_layer("c").kernel)), rel=1e-6
     )
-
-
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_on_two_cpus():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras_regkit import L1, penalties
-        from keras_regkit.callbacks import RegularizationMonitor
-
-        with strategy.scope():
-            model = keras.Sequential([
-                keras.Input((4,)),
-                keras.layers.Dense(3, kernel_regularizer=L1(0.1), name="a"),
-                keras.layers.Dense(1, name="out"),
-            ])
-            model.compile(optimizer="sgd", loss="mse")
-        rng = np.random.default_rng(0)
-        history = model.fit(
-            rng.normal(size=(32, 4)), rng.normal(size=(32, 1)),
-            batch_size=8, epochs=2, verbose=0,
-            callbacks=[RegularizationMonitor()],
-        )
-        kernel = np.asarray(model.get_layer("a").kernel)
-        print(json.dumps({
-            "logged": {k: v[-1] for k, v in history.history.items()},
-            "penalty": penalties(model)["a"]["kernel"],
-            "numpy_penalty": float(0.1 * np.abs(kernel).sum()),
-            "norm": float(np.sqrt((kernel.astype("float64") ** 2).sum())),
-        }))
-        """
-    )
-    result = json.loads(output.strip().splitlines()[-1])
-    logged = result["logged"]
-    assert logged["penalty"] == pytest.approx(result["penalty"], rel=1e-6)
-    assert logged["penalty/a"] == pytest.approx(
-        result["numpy_penalty"], rel=1e-5
-    )
-    assert logged["kernel_norm/a"] == pytest.approx(result["norm"], rel=1e-6)
-    assert logged["zero_fraction/out"] == 0.0
 
 
 def test_head_norms_of_attention_kernels_under_group_lasso_heads():

@@ -21,7 +21,6 @@ from keras import ops
 from serialization import (
     assert_config_round_trip,
     assert_loads_in_fresh_process,
-    run_on_two_cpus,
 )
 
 from keras_regkit import regularizers
@@ -599,63 +598,6 @@ def test_mixed_precision_penalties_are_finite_float32(
     )
     total = sum(float(ops.convert_to_numpy(loss)) for loss in model.losses)
     assert total == pytest.approx(expected, rel=1e-5)
-
-
-# tf.distribute
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_matches_single_device_training():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        import keras_regkit as kr
-
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(64, 6)).astype("float32")
-        y = rng.normal(size=(64, 1)).astype("float32")
-
-        def train(strategy):
-            with strategy.scope():
-                keras.utils.set_random_seed(0)
-                model = keras.Sequential([
-                    keras.Input((6,)),
-                    keras.layers.Dense(
-                        8, activation="tanh",
-                        kernel_regularizer=kr.ElasticNet(1e-3, 1e-2),
-                        bias_regularizer=kr.L1(1e-2),
-                    ),
-                    keras.layers.Dense(
-                        8, activation="tanh",
-                        kernel_regularizer=kr.GroupLasso(1e-2),
-                    ),
-                    keras.layers.Dense(1, name="head"),
-                ])
-                kr.regularize(model, layers="head", kernel=kr.ExpAbs(1e-2))
-                model.compile(keras.optimizers.SGD(0.05), "mse")
-            history = model.fit(
-                x, y, batch_size=16, epochs=3, shuffle=False, verbose=0
-            )
-            weights = [w.tolist() for w in model.get_weights()]
-            replicas = strategy.num_replicas_in_sync
-            return replicas, history.history["loss"], weights
-
-        print(json.dumps({
-            "single": train(one_device),
-            "mirrored": train(strategy),
-        }))
-        """
-    )
-    result = json.loads(output.strip().splitlines()[-1])
-    (one, single_loss, single_weights) = result["single"]
-    (two, mirrored_loss, mirrored_weights) = result["mirrored"]
-    assert (one, two) == (1, 2)
-    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
-    for ours, reference in zip(mirrored_weights, single_weights, strict=True):
-        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
 
 
 # Property-based checks: for every regularizer and every finite weight

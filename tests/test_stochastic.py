@@ -15,11 +15,8 @@ import pytest
 from backend_utils import gradient
 from keras import ops
 from layer_utils import STRUCTURES, ZeroFraction, build
-from serialization import (
-    assert_config_round_trip,
-    run_in_fresh_process,
-    run_on_two_cpus,
-)
+from processes import run_in_fresh_process
+from serialization import assert_config_round_trip
 
 from keras_regkit.callbacks import DropoutScheduler
 from keras_regkit.layers import Dropout, DropPath
@@ -342,68 +339,6 @@ def test_keras_file_loads_in_a_fresh_process(name, tmp_path):
     assert config == json.loads(json.dumps(layer.get_config()))
     assert config["rate"] == 0.45
     assert weight_count == len(model.get_weights())
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy_with_scheduled_rates():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras import ops
-        from keras_regkit.callbacks import DropoutScheduler
-        from keras_regkit.layers import DropPath, Dropout
-
-        with strategy.scope():
-            dropout = Dropout(0.1, name="dropout")
-            drop_path = DropPath(0.1, name="drop_path")
-            inputs = keras.Input((64,))
-            hidden = dropout(inputs)
-            fraction = keras.layers.Lambda(
-                lambda h: ops.mean(
-                    ops.cast(ops.equal(h, 0), "float32"), axis=1, keepdims=True
-                ),
-                name="fraction",
-            )(hidden)
-            outputs = keras.layers.Dense(1, name="out")(drop_path(hidden))
-            model = keras.Model(inputs, [outputs, fraction])
-
-            def dropped(y_true, y_pred):  # the fraction the step dropped
-                return ops.mean(y_pred)
-
-            model.compile(
-                optimizer="sgd", loss=["mse", None], metrics=[[], [dropped]]
-            )
-        rates = [0.2, 0.6]
-        x = np.ones((512, 64), "float32")
-        y = np.zeros((512, 1), "float32")
-        history = model.fit(
-            x, [y, y], batch_size=128, epochs=2, verbose=0,
-            callbacks=[
-                DropoutScheduler(lambda e: rates[e], layers=[Dropout, DropPath])
-            ],
-        )
-        replica_rates = [
-            float(v.numpy()) for v in dropout._rate_state.variable.value.values
-        ]
-        print(json.dumps({
-            "history": history.history,
-            "replica_rates": replica_rates,
-        }))
-        """
-    )
-    result = json.loads(output.strip().splitlines()[-1])
-    history = result["history"]
-    assert history["dropout_rate"] == [0.2, 0.6]
-    tolerance = _tolerance(0.6, 512 * 64)
-    for dropped, rate in zip(
-        history["fraction_dropped"], [0.2, 0.6], strict=True
-    ):
-        assert abs(dropped - rate) < tolerance
-    assert result["replica_rates"] == pytest.approx([0.6, 0.6])
-    assert all(math.isfinite(loss) for loss in history["loss"])
 
 
 @pytest.mark.tensorflow_only

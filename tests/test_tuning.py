@@ -8,11 +8,8 @@ import keras_tuner
 import numpy as np
 import pytest
 from keras import ops
-from serialization import (
-    assert_loads_in_fresh_process,
-    run_in_fresh_process,
-    run_together,
-)
+from processes import run_in_fresh_process, run_together
+from serialization import assert_loads_in_fresh_process
 
 from keras_regkit import L1, L2, ElasticNet, ExpAbs, GroupLasso, callbacks
 from keras_regkit.layers import Dropout

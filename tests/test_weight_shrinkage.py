@@ -1,13 +1,11 @@
 """Tests for keras_regkit.callbacks.WeightShrinkage."""
 
 import copy
-import json
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
-from serialization import run_on_two_cpus
 
 from keras_regkit.callbacks import EarlyStopping, WeightShrinkage
 
@@ -208,41 +206,3 @@ def test_survives_deepcopy_and_shares_its_data():
     model.fit(*_data(), epochs=3, verbose=0, callbacks=[copied])
     assert copied.report is not callback.report
     assert [row.level for row in copied.report.rows] == [None, 0.1, 1.0]
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only
-def test_mirrored_strategy():
-    output = run_on_two_cpus(
-        """
-        import json
-        import numpy as np
-        import keras
-        from keras_regkit.callbacks import WeightShrinkage
-
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(128, 20)).astype("float32")
-        y = x[:, :2].sum(axis=1, keepdims=True) + rng.normal(0, 1, (128, 1))
-        with strategy.scope():
-            model = keras.Sequential(
-                [keras.Input((20,)), keras.layers.Dense(1)]
-            )
-            model.compile(keras.optimizers.SGD(0.05), "mse")
-        callback = WeightShrinkage(method="prune", levels=[0.5, 0.9])
-        history = model.fit(
-            x, y, validation_split=0.5, batch_size=16, epochs=4,
-            verbose=0, callbacks=[callback],
-        )
-        shrunk = model.evaluate(x[64:], y[64:], verbose=0)
-        report = callback.report
-        print(json.dumps([
-            len(history.history["val_loss"]),
-            abs(history.history["val_loss"][-1] - shrunk),
-            report.after.metric <= report.before.metric,
-        ]))
-        """
-    )
-    entries, gap, no_worse = json.loads(output.strip().splitlines()[-1])
-    assert entries == 5
-    assert gap < 1e-5
-    assert no_worse

@@ -3,6 +3,7 @@
 import keras
 
 from keras_regkit import selectors
+from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.callbacks._scheduling import EpochScheduler
 from keras_regkit.layers import Dropout
 from keras_regkit.layers._stochastic import StochasticLayer
@@ -70,6 +71,9 @@ class DropoutScheduler(EpochScheduler):
     def __init__(self, schedule, layers=None, verbose=0):
         super().__init__(schedule, layers, verbose)
         self._targets = None
+
+    def __deepcopy__(self, memo):
+        return copy_without_run_state(self, memo, ("_targets",))
 
     def on_train_begin(self, logs=None):
         self._targets = self._find_targets()

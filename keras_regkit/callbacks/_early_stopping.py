@@ -7,6 +7,7 @@ import warnings
 import keras
 
 from keras_regkit import _metrics, _validation, _weights
+from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.callbacks._prechelt import PrecheltCriterion
 
 _MODES = ("auto", "min", "max")
@@ -186,6 +187,10 @@ class EarlyStopping(keras.callbacks.Callback):
             "training_key",
         )
         return {key: getattr(self, key) for key in keys}
+
+    def __deepcopy__(self, memo):
+        # Not the model, nor the snapshot of its weights.
+        return copy_without_run_state(self, memo, ("best_weights",))
 
     def on_train_begin(self, logs=None):
         # Allow instances to be re-used across `model.fit()` calls.

@@ -3,6 +3,7 @@
 import keras
 
 from keras_regkit import _penalty_state, selectors
+from keras_regkit.callbacks._copying import copy_without_run_state
 
 
 class ProximalStep(keras.callbacks.Callback):
@@ -81,6 +82,9 @@ class ProximalStep(keras.callbacks.Callback):
 
     def get_config(self):
         return {"layers": self.layers}
+
+    def __deepcopy__(self, memo):
+        return copy_without_run_state(self, memo, ())
 
     def on_train_begin(self, logs=None):
         self.release(self.model)
