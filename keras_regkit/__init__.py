@@ -27,7 +27,14 @@ __version__ = "0.1.0.dev0"
 
 import importlib
 
-from keras_regkit import callbacks, layers, regularizers, schedules, selectors
+from keras_regkit import (
+    callbacks,
+    layers,
+    pruning,
+    regularizers,
+    schedules,
+    selectors,
+)
 from keras_regkit._attach import penalties, regularize
 from keras_regkit._monte_carlo import mc_predict
 from keras_regkit._penalty_plan import PenaltyPlan
@@ -54,6 +61,7 @@ __all__ = [
     "mc_predict",
     "penalties",
     "plot",
+    "pruning",
     "regularize",
     "regularizers",
     "schedules",

@@ -36,6 +36,7 @@ PUBLIC_API = {
         "mc_predict",
         "penalties",
         "plot",
+        "pruning",
         "regularize",
         "regularizers",
         "schedules",
@@ -57,6 +58,11 @@ PUBLIC_API = {
         "plot_shrinkage_path",
         "plot_strength_sweep",
         "plot_weight_histograms",
+    ],
+    "keras_regkit.pruning": [
+        "ConstantSparsity",
+        "PolynomialDecay",
+        "PruningSchedule",
     ],
     "keras_regkit.regularizers": [
         "ElasticNet",
@@ -241,6 +247,8 @@ def test_aggregate_extras_are_built_from_the_others():
         keras_regkit.schedules.Constant,
         keras_regkit.schedules.LinearRamp,
         keras_regkit.schedules.Curriculum,
+        keras_regkit.pruning.PolynomialDecay,
+        keras_regkit.pruning.ConstantSparsity,
     ],
 )
 def test_saved_classes_are_registered_under_the_package_name(cls):
