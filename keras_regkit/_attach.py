@@ -474,6 +474,18 @@ def selected_weights(model, layers=None, bias=False):
         ValueError: when `layers` matches no layer, or the layers chosen
             hold no such weight.
     """
+    return [
+        (f"{path}/{variable.name}", variable)
+        for path, _, _, variable in selected_layer_weights(model, layers, bias)
+    ]
+
+
+def selected_layer_weights(model, layers=None, bias=False):
+    """`selected_weights`, as `(path, layer, role, variable)` tuples.
+
+    `role` is the weight's role in its layer: `"kernel"`, `"bias"`,
+    `"recurrent"`, `"embeddings"`, `"depthwise"` or `"pointwise"`.
+    """
     selectors._check_model(model)
     if layers is None:
         chosen = selectors.walk(model)
@@ -495,7 +507,7 @@ def selected_weights(model, layers=None, bias=False):
                 continue
             if id(variable) not in seen:
                 seen.add(id(variable))
-                found.append((f"{path}/{variable.name}", variable))
+                found.append((path, layer, role, variable))
     if not found:
         raise ValueError(
             "The layers chosen hold no trainable kernel"

@@ -8,7 +8,7 @@ them from the class.
 
 import dataclasses
 
-from keras_regkit import _validation, regularizers, selectors
+from keras_regkit import _masks, _validation, regularizers, selectors
 
 METHODS = ("scale", "soft_threshold", "prune", "penalty")
 SELECTIONS = ("best", "sparsest_within")
@@ -38,6 +38,7 @@ class ShrinkOptions:
     select: str = "best"
     tolerance: float = 0.01
     prune_scope: str = "layer"
+    structure: object = None
     finetune_data: object = None
     finetune_epochs: int = 1
     regularizer: object = "l1"
@@ -75,6 +76,7 @@ class ShrinkOptions:
                 "prune_scope", self.prune_scope, PRUNE_SCOPES
             ),
         }
+        _check_structure(self.structure, method, checked["bias"])
         if self.finetune_data is not None:
             data_arguments(self.finetune_data, "finetune_data")
         checked["finetune_epochs"] = _validation.positive_int(
@@ -90,6 +92,11 @@ class ShrinkOptions:
     def metric_key(self):
         """The key of `evaluate`'s results that `monitor` names."""
         return self.monitor.removeprefix("val_")
+
+    @property
+    def pruning_structure(self):
+        """`structure` in `keras_regkit._masks`'s canonical form."""
+        return _masks.check_structure(self.structure)
 
     @property
     def finetune_arguments(self):
@@ -131,6 +138,30 @@ def data_arguments(data, argument):
         names = ("x", "y", "sample_weight")[: len(data)]
         return dict(zip(names, data, strict=True))
     return {"x": data}
+
+
+def _check_structure(structure, method, bias):
+    """Refuses a `structure` that `shrink` cannot walk a path of."""
+    canonical = _masks.check_structure(structure)
+    if canonical is None:
+        return
+    if method != "prune":
+        raise ValueError(
+            f"structure={structure!r} applies to method='prune' only. "
+            f"Received: method={method!r}"
+        )
+    if _masks.fixed_sparsity(canonical) is not None:
+        raise ValueError(
+            f"structure={structure!r} prunes to one fixed sparsity, but "
+            "shrink tries a path of pruning fractions. Use "
+            "callbacks.GradualPruning with ConstantSparsity instead."
+        )
+    if bias:
+        raise ValueError(
+            f"structure={structure!r} prunes kernels (and, for 'units', "
+            "each unit's bias with it): leave `bias` False. Received: "
+            "bias=True"
+        )
 
 
 def _check_levels(method, levels):

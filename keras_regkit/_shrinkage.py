@@ -11,7 +11,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_regkit import _attach, _metrics, _penalty_state, _proximal, _weights
+from keras_regkit import (
+    _attach,
+    _masks,
+    _metrics,
+    _penalty_state,
+    _proximal,
+    _weights,
+)
 from keras_regkit._shrink_options import ShrinkOptions, data_arguments
 from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 
@@ -41,6 +48,7 @@ def shrink(
     select=_DEFAULT.select,
     tolerance=_DEFAULT.tolerance,
     prune_scope=_DEFAULT.prune_scope,
+    structure=_DEFAULT.structure,
     finetune_data=_DEFAULT.finetune_data,
     finetune_epochs=_DEFAULT.finetune_epochs,
     regularizer=_DEFAULT.regularizer,
@@ -60,7 +68,11 @@ def shrink(
       proximal step of an L1 penalty: exact zeros;
     - `method="prune"`: the fraction `level` of smallest-magnitude entries
       of each weight tensor set to 0 (of all of them together with
-      `prune_scope="global"`);
+      `prune_scope="global"`); with `structure="units"`, whole output units
+      (Dense columns, convolution filters, with their biases) by the RMS of
+      their weights, the fraction `level` of units, which
+      `keras_regkit.compact` then removes from the model; with
+      `structure=(rows, cols)`, blocks of each kernel by their mean `|w|`;
     - `method="penalty"`: fine-tunes on `finetune_data` with the penalty
       `regularizer` at each strength in `levels`, in increasing order, each
       from the previous point, as glmnet walks its lambda path. With
@@ -119,6 +131,11 @@ def shrink(
         tolerance: non-negative float, relative tolerance of
             `"sparsest_within"`.
         prune_scope: `"layer"` or `"global"`, for `method="prune"`.
+        structure: for `method="prune"`, `None` (single entries),
+            `"units"` or a block shape `(block_rows, block_cols)`, as in
+            `callbacks.GradualPruning`. Kernels only (`bias` must be
+            False): `"units"` prunes each unit's bias with it, and chooses
+            Dense, convolution and depthwise convolution layers only.
         finetune_data: `(x, y)`, `(x, y, sample_weight)` or a dataset to
             fine-tune on after each shrink; required for `"penalty"`.
         finetune_epochs: positive int, epochs of fine-tuning per level.
@@ -165,6 +182,7 @@ def shrink(
         select=select,
         tolerance=tolerance,
         prune_scope=prune_scope,
+        structure=structure,
         finetune_data=finetune_data,
         finetune_epochs=finetune_epochs,
         regularizer=regularizer,
@@ -218,12 +236,21 @@ class _Walk:
         self.options = options
         self.mode = _resolve_mode(model, options.monitor, options.mode)
         self.validation_arguments = validation_arguments
-        self.variables = [
-            variable
-            for _, variable in _attach.selected_weights(
-                model, options.layers, options.bias
+        self.targets = None
+        if options.pruning_structure is None:
+            self.variables = [
+                variable
+                for _, variable in _attach.selected_weights(
+                    model, options.layers, options.bias
+                )
+            ]
+        else:
+            self.targets = _masks.targets(
+                model, options.layers, options.pruning_structure
             )
-        ]
+            self.variables = [t.kernel for t in self.targets] + [
+                t.bias for t in self.targets if t.bias is not None
+            ]
         self.state = _model_state(model, options.finetuning)
         self.saved_regularizers = [v.regularizer for v in self.variables]
         self.saved_constraints = [v.constraint for v in self.variables]
@@ -315,11 +342,17 @@ def _walk_path(walk, original, originals):
             levels = _default_soft_thresholds(originals)
         else:
             levels = _DEFAULT_LEVELS[walk.options.method]
-    path = (
-        None
-        if walk.options.method == "penalty"
-        else _Path(walk.options.method, originals, walk.options.prune_scope)
-    )
+    if walk.options.method == "penalty":
+        path = None
+    elif walk.targets is not None:
+        path = _StructuredPath(
+            originals,
+            walk.targets,
+            walk.options.pruning_structure,
+            walk.options.prune_scope,
+        )
+    else:
+        path = _Path(walk.options.method, originals, walk.options.prune_scope)
     kept = {}
     for level in levels:
         masks = None
@@ -500,6 +533,40 @@ class _Path:
             ops.where(rank >= math.floor(level * size), w, ops.zeros_like(w))
             for w, (rank, size) in zip(self.originals, self.ranks, strict=True)
         ]
+
+
+class _StructuredPath:
+    """Structured pruning's values of the selected weights at each level.
+
+    `originals` are the values of the targets' kernels, then of the biases
+    pruned with their units (those targets that have one), as in
+    `_Walk.variables`.
+    """
+
+    def __init__(self, originals, targets, structure, prune_scope):
+        self.targets = targets
+        self.structure = structure
+        self.prune_scope = prune_scope
+        arrays = [ops.convert_to_numpy(value) for value in originals]
+        self.kernels = arrays[: len(targets)]
+        self.biases = arrays[len(targets) :]
+
+    def values(self, level):
+        masks = _masks.masks(
+            self.kernels,
+            level,
+            self.structure,
+            self.prune_scope,
+            [target.unit_axes for target in self.targets],
+        )
+        kernels = [k * m for k, m in zip(self.kernels, masks, strict=True)]
+        keeps = [
+            _masks.unit_mask(mask, target.unit_axes)
+            for target, mask in zip(self.targets, masks, strict=True)
+            if target.bias is not None
+        ]
+        biases = [b * k for b, k in zip(self.biases, keeps, strict=True)]
+        return kernels + biases
 
 
 class _HoldZeros:

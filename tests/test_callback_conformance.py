@@ -24,6 +24,7 @@ import pytest
 
 from keras_regkit import L1, L2, callbacks
 from keras_regkit.layers import Dropout
+from keras_regkit.pruning import PolynomialDecay
 from keras_regkit.schedules import LinearRamp
 
 EPOCHS = 3
@@ -131,6 +132,14 @@ def _early_stopping_after_fit(callback, model, history):
         np.testing.assert_array_equal(restored, _numpy(best))
 
 
+def _gradual_pruning_after_fit(callback, model, history):
+    step = int(_numpy(model.optimizer.iterations)) - 1
+    sparsity = callback.schedule.sparsity(min(step, 8))  # end_step=8
+    zeros = round(sparsity * 32) + round(sparsity * 8)  # hidden, head
+    assert history.history["sparsity"][-1] == pytest.approx(zeros / 40)
+    assert callbacks.GradualPruning.release(model) == 0  # nothing left
+
+
 def _penalty_scheduler_after_fit(callback, model, history):
     factors = [callback.schedule(epoch) for epoch in history.epoch]
     assert history.history["penalty_factor"] == pytest.approx(factors)
@@ -166,6 +175,16 @@ def _dropout_scheduler_after_raise(callback, model):
     assert model.get_layer("drop").rate == pytest.approx(rate)
 
 
+def _gradual_pruning_after_raise(callback, model):
+    # The masks stay on the kernels, after their own constraints, until
+    # `GradualPruning.release(model)` or the next `fit`.
+    for name, initial in _INITIAL_PENALTIES.items():
+        layer = model.get_layer(name)
+        assert layer.kernel.regularizer == initial[0]
+        assert layer.kernel.constraint.constraint is initial[2]
+        assert layer.kernel_constraint is initial[3]
+
+
 def _penalty_scheduler_after_raise(callback, model):
     # The scaled penalties stay until `restore()` or the next `fit`.
     factor = callback.schedule(1)
@@ -196,6 +215,10 @@ def _nothing(callback, model):
 
 def _release(callback, model):
     assert callbacks.ProximalStep.release(model) == 2
+
+
+def _release_masks(callback, model):
+    assert callbacks.GradualPruning.release(model) == 2
 
 
 def _restore(callback, model):
@@ -236,6 +259,17 @@ CASES = {
                 "restore_best_weights": True,
             },
             _early_stopping_after_fit,
+        ),
+        Case(
+            callbacks.GradualPruning,
+            {
+                "schedule": PolynomialDecay(
+                    0.0, 0.5, begin_step=0, end_step=8, frequency=2
+                )
+            },
+            _gradual_pruning_after_fit,
+            after_raise=_gradual_pruning_after_raise,
+            repair=_release_masks,
         ),
         Case(
             callbacks.PenaltyScheduler,

@@ -355,6 +355,52 @@ def test_proximal_step_on_mirrored_strategy_matches_one_device():
     assert losses == 1
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_gradual_pruning_on_mirrored_strategy_matches_one_device():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit.callbacks import GradualPruning
+        from keras_regkit.pruning import PolynomialDecay
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(256, 20)).astype("float32")
+        y = x[:, :2].sum(axis=1, keepdims=True)
+        schedule = PolynomialDecay(0.2, 0.8, begin_step=0, end_step=40,
+                                   frequency=8)
+        kernels, logged = [], []
+        for scope in (strategy, one_device):
+            keras.utils.set_random_seed(0)
+            with scope.scope():
+                model = keras.Sequential([
+                    keras.Input((20,)),
+                    keras.layers.Dense(16, activation="relu"),
+                    keras.layers.Dense(1),
+                ])
+                model.compile(keras.optimizers.Adam(0.01), "mse")
+            history = model.fit(x, y, batch_size=32, epochs=8, verbose=0,
+                                shuffle=False,
+                                callbacks=[GradualPruning(schedule)])
+            kernels.append(np.asarray(model.layers[0].kernel))
+            logged.append(history.history["sparsity"])
+        print(json.dumps([
+            int((kernels[0] == 0).sum()),
+            bool(np.array_equal(kernels[0] == 0, kernels[1] == 0)),
+            float(np.abs(kernels[0] - kernels[1]).max()),
+            logged,
+        ]))
+        """
+    )
+    zeros, same_zeros, gap, (mirrored, single) = _report(output)
+    assert zeros == round(0.8 * 20 * 16)
+    assert same_zeros
+    assert gap < 1e-4
+    assert mirrored == pytest.approx(single)
+
+
 @pytest.mark.tensorflow_only
 def test_regularization_monitor_on_mirrored_strategy():
     output = run_on_two_cpus(

@@ -47,6 +47,7 @@ PUBLIC_API = {
     "keras_regkit.callbacks": [
         "DropoutScheduler",
         "EarlyStopping",
+        "GradualPruning",
         "PenaltyScheduler",
         "ProximalStep",
         "RegularizationMonitor",

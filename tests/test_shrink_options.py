@@ -78,6 +78,22 @@ def test_derived_values():
             ValueError,
             "`finetune_data`",
         ),
+        ({"method": "prune", "structure": "rows"}, ValueError, "`structure`"),
+        (
+            {"method": "scale", "structure": "units"},
+            ValueError,
+            "method='prune' only. Received: method='scale'",
+        ),
+        (
+            {"method": "prune", "structure": "2:4"},
+            ValueError,
+            "fixed sparsity.*GradualPruning",
+        ),
+        (
+            {"method": "prune", "structure": "units", "bias": True},
+            ValueError,
+            "leave `bias` False",
+        ),
     ],
 )
 def test_bad_options_are_refused_by_shrink_and_weight_shrinkage(

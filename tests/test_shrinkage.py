@@ -242,6 +242,93 @@ def test_finetuning_holds_the_zeros_of_each_level():
     assert model.get_layer("dense").kernel.constraint is None
 
 
+def _classifier(units=12):
+    """A trained two-class MLP: hidden (Dense), then head (Dense)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = (x[:, :2].sum(axis=1) > 0).astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(units, activation="relu", name="hidden"),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
+    model.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x[:200], y[:200], epochs=5, verbose=0)
+    return model, (x[200:], y[200:])
+
+
+def test_unit_pruning_removes_the_units_of_least_rms_with_their_biases():
+    model, validation = _classifier()
+    kernel = _numpy(model.get_layer("hidden").kernel)
+    rms = np.sqrt((kernel**2).mean(axis=0))
+    report = shrink(
+        model,
+        validation,
+        method="prune",
+        structure="units",
+        layers="hidden",
+        levels=[0.25, 0.5, 0.75],
+        mode="max",  # on the loss: the worst level wins, a pruned one
+    )
+    for row in report.rows[1:]:
+        pruned_units = round(row.level * 12)
+        # the kernel (6 x 12) and bias (12) of every pruned unit
+        assert row.parameters == 6 * 12 + 12
+        assert row.nonzero == (12 - pruned_units) * 7
+    chosen = report.rows[report.chosen]
+    dead = round((chosen.level or 0.0) * 12)
+    after = _numpy(model.get_layer("hidden").kernel)
+    bias = _numpy(model.get_layer("hidden").bias)
+    zero_units = [j for j in range(12) if np.all(after[:, j] == 0.0)]
+    assert sorted(zero_units) == sorted(np.argsort(rms)[:dead])
+    assert all(bias[j] == 0.0 for j in zero_units)
+
+
+def test_block_pruning_prunes_the_blocks_of_least_mean_magnitude():
+    model, validation = _classifier(units=8)
+    kernel = _numpy(model.get_layer("hidden").kernel)  # 6 x 8: 3 x 2 blocks
+    corners = [(i, j) for i in (0, 2, 4) for j in (0, 4)]
+    means = [np.abs(kernel[i : i + 2, j : j + 4]).mean() for i, j in corners]
+    expected = {corners[k] for k in np.argsort(means)[:3]}
+    report = shrink(
+        model,
+        validation,
+        method="prune",
+        structure=(2, 4),
+        layers="hidden",
+        levels=[0.5],
+        mode="max",  # on the loss: the pruned level wins
+    )
+    assert report.chosen == 1
+    assert report.rows[1].nonzero == 48 - 3 * 8
+    after = _numpy(model.get_layer("hidden").kernel)
+    for i, j in corners:
+        block = after[i : i + 2, j : j + 4]
+        assert np.all(block == 0.0) == ((i, j) in expected)
+
+
+def test_unit_pruning_refuses_layers_without_units():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.LSTM(4, name="lstm"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+    model.compile("adam", "mse")
+    x = np.ones((4, 5, 3), "float32")
+    with pytest.raises(ValueError, match="'lstm/lstm_cell' \\(LSTMCell\\)"):
+        shrink(model, (x, np.ones((4, 1))), method="prune", structure="units")
+
+
 def test_penalty_path_with_proximal_steps_reaches_exact_zeros():
     train, validation = _regression()
     model = _fitted_linear(train, regularizer=L2(1e-4))

@@ -1,7 +1,8 @@
-"""Callbacks for `fit`: dropout, early stopping, penalties, shrinkage."""
+"""Callbacks for `fit`: dropout, early stopping, penalties, pruning."""
 
 from keras_regkit.callbacks._dropout_scheduler import DropoutScheduler
 from keras_regkit.callbacks._early_stopping import EarlyStopping
+from keras_regkit.callbacks._gradual_pruning import GradualPruning
 from keras_regkit.callbacks._penalty_scheduler import PenaltyScheduler
 from keras_regkit.callbacks._proximal_step import ProximalStep
 from keras_regkit.callbacks._regularization_monitor import (
@@ -12,6 +13,7 @@ from keras_regkit.callbacks._weight_shrinkage import WeightShrinkage
 __all__ = [
     "DropoutScheduler",
     "EarlyStopping",
+    "GradualPruning",
     "PenaltyScheduler",
     "ProximalStep",
     "RegularizationMonitor",
