@@ -7,7 +7,9 @@ follow Keras's `training` flag, can stay on for Monte-Carlo inference
 (`mc_predict`) and change their rates during training
 (`callbacks.DropoutScheduler`, `schedules`). `shrink` makes a trained
 model's weights smaller, as far as its validation data allows, and
-`callbacks.ProximalStep` trains L1-type penalties to exact zeros.
+`callbacks.ProximalStep` trains L1-type penalties to exact zeros;
+`callbacks.GradualPruning` prunes during training, and `compact` removes
+the units that pruning or group penalties zeroed from the model.
 
 Example:
 
@@ -36,6 +38,7 @@ from keras_regkit import (
     selectors,
 )
 from keras_regkit._attach import penalties, regularize
+from keras_regkit._compaction import compact, dead_units
 from keras_regkit._monte_carlo import mc_predict
 from keras_regkit._penalty_plan import PenaltyPlan
 from keras_regkit._shrinkage import shrink
@@ -57,6 +60,8 @@ __all__ = [
     "ShrinkageRow",
     "__version__",
     "callbacks",
+    "compact",
+    "dead_units",
     "layers",
     "mc_predict",
     "penalties",

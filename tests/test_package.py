@@ -32,6 +32,8 @@ PUBLIC_API = {
         "ShrinkageRow",
         "__version__",
         "callbacks",
+        "compact",
+        "dead_units",
         "layers",
         "mc_predict",
         "penalties",
