@@ -4,10 +4,10 @@
 classic weight-decay experiment (scikit-learn's two moons, 30 training and
 70 test points, a hidden layer of 500 units: far too large, so it
 memorises the training set) and trains it with no regularization, with
-each penalty, with Dropout, with EarlyStopping and with post-hoc `shrink`,
-over several seeds. It prints a table, sweeps the `L2` strength from 1e-1
-to 1e-6, and writes figures. Needs scikit-learn and matplotlib
-(`pip install "keras-regkit[demo]"`).
+each penalty, with Dropout, with EarlyStopping, with post-hoc `shrink` and
+with `GradualPruning`, over several seeds. It prints a table, sweeps the
+`L2` strength from 1e-1 to 1e-6, and writes figures. Needs scikit-learn and
+matplotlib (`pip install "keras-regkit[demo]"`).
 
 Early stopping and shrinkage need validation data, and 30 points leave
 none to spare: they choose by 3-fold cross-validation on the training
@@ -43,6 +43,7 @@ from keras_regkit import (
     shrink,
 )
 from keras_regkit.layers import Dropout
+from keras_regkit.pruning import PolynomialDecay
 
 HIDDEN_UNITS = 500
 CHUNK = 50  # full-batch steps per `fit` epoch (and per compiled call)
@@ -57,6 +58,7 @@ SHRINK_OPTIONS = {
     "select": "sparsest_within",
     "tolerance": 0.0,
 }
+PRUNED_SPARSITY = 0.9  # GradualPruning's final sparsity of the hidden kernel
 SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 
@@ -367,6 +369,22 @@ def _shrink_to(model, level):
     _weights.assign_values(variables, path.values(level))
 
 
+def _pruned(method, seed, steps, train, test, ticker):
+    """`GradualPruning` of the hidden kernel to 90% zeros while it trains.
+
+    Zhu and Gupta's cubic schedule from 0 to `PRUNED_SPARSITY` over the
+    first half of the steps, pruning every `CHUNK` steps; the second half
+    trains what is left.
+    """
+    model = build_model(seed, method.penalty, method.dropout)
+    schedule = PolynomialDecay(
+        0.0, PRUNED_SPARSITY, begin_step=0, end_step=steps // 2, frequency=CHUNK
+    )
+    pruning = callbacks.GradualPruning(schedule, layers="hidden")
+    _fit(model, train, steps, None, [pruning, *ticker.callbacks(steps)])
+    return Trained(model, steps)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One method of the table: its label, its model, and how it trains.
@@ -401,6 +419,7 @@ METHODS = (
     Method("Dropout(0.4)", dropout=0.4, boundary_title="Dropout(0.4)"),
     Method("EarlyStopping", trainer=_early_stopped),
     Method("shrink", trainer=_shrunk),
+    Method("GradualPruning(90%)", trainer=_pruned),
 )
 
 

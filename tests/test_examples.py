@@ -150,6 +150,25 @@ def test_shrink_after_training_prints_reports_and_a_summary():
     assert rows[1][0] == "-" or float(rows[1][0]) < 1.0  # a pruned fraction
 
 
+def test_prune_and_compact_prints_sparsities_and_a_smaller_model():
+    pytest.importorskip("sklearn")
+    output = run_example("prune_and_compact.py", "--quick")
+    for label, final in (("pruned 90%", 0.9), ("units 75%", 0.75)):
+        line = output.split(f"{label}: sparsity after each epoch: ", 1)[1]
+        logged = [float(s) for s in line.splitlines()[0].split(", ")]
+        assert logged == sorted(logged)  # the schedule never falls
+        assert logged[-1] == pytest.approx(final, abs=0.005)
+    assert "dead units per layer: {'hidden1': 192, 'hidden2': 192}" in output
+    names = ["dense", "pruned 90%", "units 75%", "units 75%, compact"]
+    rows = dict(zip(names, _table_rows(output, "ms/batch", names), strict=True))
+    # test accuracy, kernel zeros, parameters, ms per batch
+    compact_params = 2 * (64 * 64 + 64) + (64 * 10 + 10)  # 64 units left
+    assert int(rows["units 75%, compact"][2]) == compact_params
+    assert int(rows["dense"][2]) == int(rows["units 75%"][2]) == 85002
+    assert rows["units 75%, compact"][0] == rows["units 75%"][0]
+    assert rows["pruned 90%"][1] == "90%"
+
+
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_proximal_feature_selection_counts_every_input_once():
