@@ -6,7 +6,8 @@ classifier, an LSTM and a small ViT-style Functional model with
 `regularize` with per-layer rules, `fit` with `EarlyStopping(
 restore_best_weights=True)` and `RegularizationMonitor`, a `.keras` save
 loaded in a fresh process (predictions and penalties identical to the bit),
-`mc_predict`, and `shrink(method="prune")`. The heaviest (ResNet50, BERT)
+`mc_predict`, and `shrink(method="prune")`; and `GradualPruning` of every
+kernel, of every kind, on all but ResNet50. The heaviest (ResNet50, BERT)
 run on TensorFlow and JAX only, to keep CI within its time.
 """
 
@@ -21,7 +22,12 @@ from processes import run_in_fresh_process
 
 import keras_regkit
 from keras_regkit import L1, L2, GroupLasso, PenaltyPlan
-from keras_regkit.callbacks import EarlyStopping, RegularizationMonitor
+from keras_regkit.callbacks import (
+    EarlyStopping,
+    GradualPruning,
+    RegularizationMonitor,
+)
+from keras_regkit.pruning import ConstantSparsity
 
 ROWS = 8
 
@@ -290,3 +296,43 @@ def test_mc_predict_samples_the_keras_dropouts_of(build):
     else:
         x = _images((32, 32, 3), 4)[0]
     _assert_mc_predict(model, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [name for name in ARCHITECTURES if name != "ResNet50"]
+)
+def test_gradual_pruning_holds_every_kernel_of(name):
+    build, _, backends = ARCHITECTURES[name]
+    if keras.backend.backend() not in backends:
+        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+    model, x, y, _ = build()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    classes = [type(layer) for _, layer in keras_regkit.selectors.walk(model)]
+    # Pruned at step 0, then held through 3 more steps of Adam.
+    pruning = GradualPruning(ConstantSparsity(0.5, begin_step=0, end_step=0))
+    history = model.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=ROWS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[pruning],
+    )
+    kernels = keras_regkit._attach.selected_weights(model)
+    assert len(kernels) >= 3
+    for kernel_name, kernel in kernels:
+        values = _numpy(kernel)
+        assert (values == 0).sum() == round(0.5 * values.size), kernel_name
+    zeros = sum(int((_numpy(k) == 0).sum()) for _, k in kernels)
+    total = sum(int(np.prod(k.shape)) for _, k in kernels)
+    assert history.history["sparsity"] == [zeros / total] * 4
+    # nothing wrapped, nothing left on the weights
+    assert [type(layer) for _, layer in keras_regkit.selectors.walk(model)] == (
+        classes
+    )
+    assert GradualPruning.release(model) == 0
