@@ -122,6 +122,12 @@ class GradualPruning(keras.callbacks.Callback):
     the cost). With `steps_per_execution=k`, a pruning step inside a
     block of `k` steps happens at the block's first step after it.
 
+    With `EarlyStopping(restore_best_weights=True)`, the weights restored
+    are the best epoch's, at that epoch's sparsity: to end at the final
+    sparsity, let the schedule reach it before early stopping can stop
+    (`start_from_epoch`), or prune to it again with a `ConstantSparsity`.
+    Frozen (non-trainable) kernels are not pruned.
+
     Limits. Keras calls no callback when `fit` raises: the masks then stay
     on the kernels (they keep the zeros through later updates) until the
     next `fit` with this callback or `GradualPruning.release(model)`.
