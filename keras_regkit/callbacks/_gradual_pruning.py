@@ -3,6 +3,7 @@
 import dataclasses
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regkit import (
@@ -24,6 +25,7 @@ class _Masked:
     target: _masks.Target
     mask: keras.Variable
     bias_mask: keras.Variable | None = None
+    values: np.ndarray | None = None  # the mask's values; None: all ones
 
 
 class MaskConstraint:
@@ -116,11 +118,15 @@ class GradualPruning(keras.callbacks.Callback):
     entries that are 0.0.
 
     Backends: on TensorFlow and PyTorch the masks are variables the train
-    step reads. JAX's compiled step reads no state outside the model and
-    optimizer, so there each pruning step also has the train step traced
-    again (once every `frequency` steps: the schedule's frequency bounds
-    the cost). With `steps_per_execution=k`, a pruning step inside a
-    block of `k` steps happens at the block's first step after it.
+    step reads, at no cost but the multiplication (1-3% of a small MLP's
+    step, benchmarks/RESULTS.md). JAX's compiled step reads no state
+    outside the model and the optimizer, so there each pruning step that
+    changes a mask has the train step traced and compiled again: about
+    0.5 s for a small MLP, 1 s for a small CNN, the cost of some 600 of
+    their steps. On JAX, prune less often (a larger `frequency`); a
+    constant schedule, once reached, changes no mask and costs nothing.
+    With `steps_per_execution=k`, a pruning step inside a block of `k`
+    steps happens at the block's first step after it.
 
     With `EarlyStopping(restore_best_weights=True)`, the weights restored
     are the best epoch's, at that epoch's sparsity: to end at the final
@@ -242,8 +248,8 @@ class GradualPruning(keras.callbacks.Callback):
         self._last_step = step
         if due is not None:
             self.model  # noqa: B018 (brings JAX's state to the variables)
-            self._prune(due)
-            if keras.backend.backend() == "jax":
+            changed = self._prune(due)
+            if changed and keras.backend.backend() == "jax":
                 # JAX traced the masks into the step as constants.
                 self._model.make_train_function(force=True)
 
@@ -305,6 +311,12 @@ class GradualPruning(keras.callbacks.Callback):
         return found
 
     def _prune(self, step):
+        """Prunes to the schedule's sparsity at `step`.
+
+        Returns:
+            Whether any mask changed (a constant schedule, once reached,
+            changes none: the pruned entries are the smallest, at 0).
+        """
         sparsity = self.schedule.sparsity(step)
         targets = [masked.target for masked in self._targets]
         kernels = [_numpy(target.kernel) for target in targets]
@@ -315,9 +327,16 @@ class GradualPruning(keras.callbacks.Callback):
             self.scope,
             [target.unit_axes for target in targets],
         )
+        changed = False
         for masked, kernel, mask in zip(
             self._targets, kernels, new_masks, strict=True
         ):
+            if masked.values is not None and np.array_equal(
+                masked.values, mask
+            ):
+                continue
+            changed = True
+            masked.values = mask
             masked.mask.assign(mask)
             masked.target.kernel.assign(kernel * mask)
             if masked.bias_mask is not None:
@@ -330,6 +349,7 @@ class GradualPruning(keras.callbacks.Callback):
                 f"\nStep {step}: GradualPruning pruned to sparsity "
                 f"{self.sparsity():.4f} (target {sparsity:.4f})."
             )
+        return changed
 
 
 def _ones_like(variable, name):
