@@ -307,6 +307,33 @@ def test_steps_per_execution_prunes_at_the_next_block():
     )
 
 
+@pytest.mark.parametrize(
+    "schedule, changes",
+    [
+        # steps 0, 4, ..., 16 prune more; 20 prunes as many as 16 did
+        (SCHEDULE, 5),
+        (ConstantSparsity(0.5, begin_step=0, frequency=4), 1),
+    ],
+    ids=["polynomial", "constant"],
+)
+def test_train_step_is_traced_again_only_where_it_must(schedule, changes):
+    model = _mlp()
+    built = []
+    make_train_function = model.make_train_function
+
+    def counted(force=False):
+        built.append(force)
+        return make_train_function(force=force)
+
+    model.make_train_function = counted
+    _fit(model, [GradualPruning(schedule)])
+    # when fit begins (the masks go on) and ends (they come off); on JAX,
+    # whose compiled step holds the masks as constants, once more per
+    # pruning step that changes them
+    jax = keras.backend.backend() == "jax"
+    assert built.count(True) == 2 + (changes if jax else 0)
+
+
 def test_verbose_prints_each_pruning_step(capsys):
     schedule = ConstantSparsity(0.5, begin_step=0, end_step=8, frequency=8)
     _fit(_mlp(), [GradualPruning(schedule, verbose=1)], epochs=2)
