@@ -10,6 +10,9 @@ model's weights smaller, as far as its validation data allows, and
 `callbacks.ProximalStep` trains L1-type penalties to exact zeros;
 `callbacks.GradualPruning` prunes during training, and `compact` removes
 the units that pruning or group penalties zeroed from the model.
+`callbacks.WeightAveraging` ends training with averaged weights (SWA,
+EMA), and `SharpnessAware` wraps a model so that `fit` takes
+sharpness-aware (SAM, ASAM) steps.
 
 Example:
 
@@ -41,6 +44,7 @@ from keras_regkit._attach import penalties, regularize
 from keras_regkit._compaction import compact, dead_units
 from keras_regkit._monte_carlo import mc_predict
 from keras_regkit._penalty_plan import PenaltyPlan
+from keras_regkit._sharpness_aware import SharpnessAware
 from keras_regkit._shrinkage import shrink
 from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
@@ -56,6 +60,7 @@ __all__ = [
     "L1",
     "L2",
     "PenaltyPlan",
+    "SharpnessAware",
     "ShrinkageReport",
     "ShrinkageRow",
     "__version__",

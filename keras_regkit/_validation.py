@@ -66,6 +66,15 @@ def unit_interval_float(name, value):
     return number
 
 
+def open_unit_interval_float(name, value):
+    """Checks that `value` is a number in (0, 1) and returns it as a float."""
+    expected = "a float in (0, 1), both ends excluded"
+    number = _as_real(name, value, expected)
+    if not 0.0 < number < 1.0:
+        raise ValueError(_invalid(name, expected, value))
+    return number
+
+
 def _integer(name, value, expected, minimum):
     """`value` as an int >= `minimum`, or the error that says what's wrong."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(

@@ -1,4 +1,4 @@
-"""Callbacks for `fit`: dropout, early stopping, penalties, pruning."""
+"""Callbacks for `fit`: dropout, early stopping, penalties, pruning, averaging."""
 
 from keras_regkit.callbacks._dropout_scheduler import DropoutScheduler
 from keras_regkit.callbacks._early_stopping import EarlyStopping
@@ -8,6 +8,7 @@ from keras_regkit.callbacks._proximal_step import ProximalStep
 from keras_regkit.callbacks._regularization_monitor import (
     RegularizationMonitor,
 )
+from keras_regkit.callbacks._weight_averaging import WeightAveraging
 from keras_regkit.callbacks._weight_shrinkage import WeightShrinkage
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "PenaltyScheduler",
     "ProximalStep",
     "RegularizationMonitor",
+    "WeightAveraging",
     "WeightShrinkage",
 ]
