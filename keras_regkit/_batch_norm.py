@@ -8,9 +8,8 @@ each layer's moving mean and variance becoming the average over the batches
 of the batch means and variances, weighted by batch size.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from keras_regkit import _validation, selectors
 from keras_regkit._weights import assign_values, copy_values

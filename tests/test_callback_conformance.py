@@ -154,6 +154,22 @@ def _regularization_monitor_after_fit(callback, model, history):
     assert logged == pytest.approx(callback.values()["penalty"], rel=1e-6)
 
 
+def _learning_rate(model):
+    return float(_numpy(model.optimizer.learning_rate))
+
+
+def _weight_averaging_after_fit(callback, model, history):
+    # start_epoch=1: this fit's epochs from 1 on, each averaged once, and
+    # the average in the model; the optimizer's rate put back.
+    assert callback.count == len([e for e in history.epoch if e >= 1])
+    trainable = [_numpy(v) for v in model.trainable_variables]
+    for ours, average in zip(
+        trainable, callback.averaged_weights, strict=True
+    ):
+        np.testing.assert_array_equal(ours, average)
+    assert _learning_rate(model) == pytest.approx(0.05)
+
+
 def _weight_shrinkage_after_fit(callback, model, history):
     assert callback.report is not None  # this fit's, not an earlier one's
     assert len(history.history["val_loss"]) == len(history.epoch)
@@ -202,6 +218,12 @@ def _proximal_step_after_raise(callback, model):
         assert layer.kernel_regularizer == initial[1]
         assert layer.kernel.constraint not in (None, initial[2])
         assert layer.kernel_constraint is initial[3]
+
+
+def _weight_averaging_after_raise(callback, model):
+    # Epoch 1 began with the SWA rate, which stays until `restore()`.
+    _unchanged(callback, model)
+    assert _learning_rate(model) == pytest.approx(0.01)
 
 
 def _weight_shrinkage_after_raise(callback, model):
@@ -290,6 +312,13 @@ CASES = {
             callbacks.RegularizationMonitor,
             {"zero_tol": 1e-3},
             _regularization_monitor_after_fit,
+        ),
+        Case(
+            callbacks.WeightAveraging,
+            {"start_epoch": 1, "swa_lr": 0.01, "validate_averaged": True},
+            _weight_averaging_after_fit,
+            after_raise=_weight_averaging_after_raise,
+            repair=_restore,
         ),
         Case(
             callbacks.WeightShrinkage,

@@ -43,13 +43,17 @@ def _loss_and_gradients(w1, b1, w2, b2):
 def _numpy_sam_step(weights, rho, adaptive):
     loss, grads = _loss_and_gradients(*weights)
     scale = [np.abs(w) if adaptive else 1.0 for w in weights]
-    norm = np.sqrt(sum(np.sum((s * g) ** 2) for s, g in zip(scale, grads)))
+    norm = np.sqrt(
+        sum(np.sum((s * g) ** 2) for s, g in zip(scale, grads, strict=True))
+    )
     steps = [
         (w**2 if adaptive else 1.0) * g * rho / (norm + 1e-12)
-        for w, g in zip(weights, grads)
+        for w, g in zip(weights, grads, strict=True)
     ]
-    _, perturbed = _loss_and_gradients(*[w + e for w, e in zip(weights, steps)])
-    return loss, [w - _LR * g for w, g in zip(weights, perturbed)]
+    _, perturbed = _loss_and_gradients(
+        *[w + e for w, e in zip(weights, steps, strict=True)]
+    )
+    return loss, [w - _LR * g for w, g in zip(weights, perturbed, strict=True)]
 
 
 def _one_step(model, **compile_kwargs):
@@ -72,7 +76,7 @@ def test_one_step_is_the_two_gradient_formula(rho, adaptive):
     assert history.history["loss"][0] == pytest.approx(loss, rel=1e-6)
     # and the step is not a plain one: SAM moved the weights elsewhere.
     _, plain = _loss_and_gradients(*initial)
-    plain_step = [w - _LR * g for w, g in zip(initial, plain)]
+    plain_step = [w - _LR * g for w, g in zip(initial, plain, strict=True)]
     assert not np.allclose(inner.get_weights()[0], plain_step[0], atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""Callbacks for `fit`: dropout, early stopping, penalties, pruning, averaging."""
+"""Callbacks for `fit`: dropout, stopping, penalties, pruning, averaging."""
 
 from keras_regkit.callbacks._dropout_scheduler import DropoutScheduler
 from keras_regkit.callbacks._early_stopping import EarlyStopping

@@ -263,7 +263,7 @@ class WeightAveraging(keras.callbacks.Callback):
             return
         self._steps += 1
         if self._steps % self.frequency == 0:
-            self.model  # on JAX, writes the training state to the model
+            self._sync()
             self._average()
 
     def on_test_begin(self, logs=None):
@@ -271,7 +271,7 @@ class WeightAveraging(keras.callbacks.Callback):
             return  # not fitting, or validating the training weights
         self._average_epoch()
         if self._averages is not None:
-            self.model  # on JAX, writes the training state to the model
+            self._sync()
             self._swap_in()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -326,9 +326,14 @@ class WeightAveraging(keras.callbacks.Callback):
             or self._held is not None
         ):
             return
-        self.model  # on JAX, writes the training state to the model
+        self._sync()
         self._average()
         self._averaged_epoch = epoch
+
+    def _sync(self):
+        # On JAX, reading `self.model` writes the training state (which
+        # the compiled step holds apart) to the model's variables.
+        return self.model
 
     def _average(self):
         if self._averages is None:
