@@ -443,6 +443,66 @@ def test_regularization_monitor_on_mirrored_strategy():
     assert logged["zero_fraction/out"] == 0.0
 
 
+@pytest.mark.tensorflow_only
+def test_weight_averaging_on_mirrored_strategy():
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit.callbacks import WeightAveraging
+
+        class Snapshots(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.epochs = []
+
+            def on_test_begin(self, logs=None):
+                weights = self.model.trainable_variables
+                self.epochs.append([np.asarray(w) for w in weights])
+
+        with strategy.scope():
+            model = keras.Sequential([
+                keras.Input((4,)),
+                keras.layers.Dense(3, name="a"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Dense(1, name="out"),
+            ])
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(32, 4)), rng.normal(size=(32, 1))
+        snapshots = Snapshots()
+        averaging = WeightAveraging(
+            start_epoch=1, swa_lr=0.05, validate_averaged=True,
+            batch_norm_data=x, batch_size=32,
+        )
+        model.fit(
+            x, y, batch_size=8, epochs=4, verbose=0,
+            validation_data=(x[:8], y[:8]), callbacks=[snapshots, averaging],
+        )
+        means = [
+            np.mean(ws, axis=0) for ws in zip(*snapshots.epochs[1:])
+        ]
+        kernel, bias = model.get_layer("a").get_weights()
+        h = x @ kernel + bias
+        bn = model.get_layer("bn")
+        print(json.dumps({
+            "error": max(
+                float(np.abs(np.asarray(v) - m).max())
+                for v, m in zip(model.trainable_variables, means)
+            ),
+            "mean_error": float(
+                np.abs(np.asarray(bn.moving_mean) - h.mean(0)).max()
+            ),
+            "rate": float(np.asarray(model.optimizer.learning_rate)),
+        }))
+        """
+    )
+    result = _report(output)
+    assert result["error"] < 1e-6
+    assert result["mean_error"] < 1e-5
+    assert result["rate"] == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_regularizers_on_mirrored_strategy_match_one_device():
