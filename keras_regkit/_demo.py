@@ -4,8 +4,10 @@
 classic weight-decay experiment (scikit-learn's two moons, 30 training and
 70 test points, a hidden layer of 500 units: far too large, so it
 memorises the training set) and trains it with no regularization, with
-each penalty, with Dropout, with EarlyStopping, with post-hoc `shrink` and
-with `GradualPruning`, over several seeds. It prints a table, sweeps the
+each penalty, with Dropout, with EarlyStopping, with post-hoc `shrink`,
+with `GradualPruning`, with weight averaging (`callbacks.WeightAveraging`,
+SWA) and with sharpness-aware steps (`SharpnessAware`, SAM), over several
+seeds. It prints a table, sweeps the
 `L2` strength from 1e-1 to 1e-6, and writes figures. Needs scikit-learn and
 matplotlib (`pip install "keras-regkit[demo]"`).
 
@@ -32,6 +34,7 @@ from keras_regkit import (
     ElasticNet,
     ExpAbs,
     GroupLasso,
+    SharpnessAware,
     ShrinkageReport,
     _attach,
     _shrinkage,
@@ -59,6 +62,7 @@ SHRINK_OPTIONS = {
     "tolerance": 0.0,
 }
 PRUNED_SPARSITY = 0.9  # GradualPruning's final sparsity of the hidden kernel
+SAM_RHO = 0.05  # SharpnessAware's neighbourhood radius (the paper's default)
 SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 
@@ -385,6 +389,33 @@ def _pruned(method, seed, steps, train, test, ticker):
     return Trained(model, steps)
 
 
+def _averaged(method, seed, steps, train, test, ticker):
+    """`WeightAveraging` (SWA): the mean of the last quarter's epoch weights.
+
+    Each `fit` epoch is `CHUNK` steps; the average of the weights at the
+    end of the last quarter of them replaces the model's at the end.
+    """
+    model = build_model(seed, method.penalty, method.dropout)
+    epochs = steps // CHUNK
+    averaging = callbacks.WeightAveraging(start_epoch=epochs - epochs // 4 - 1)
+    _fit(model, train, steps, None, [averaging, *ticker.callbacks(steps)])
+    return Trained(model, steps)
+
+
+def _sharpness_aware(method, seed, steps, train, test, ticker):
+    """`SharpnessAware` steps (SAM, `rho=SAM_RHO`) with the same Adam."""
+    inner = build_model(seed, method.penalty, method.dropout)
+    model = SharpnessAware(inner, rho=SAM_RHO)
+    model.compile(
+        keras.optimizers.Adam(),
+        "binary_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=_steps_per_call(),
+    )
+    _fit(model, train, steps, None, ticker.callbacks(steps))
+    return Trained(inner, steps)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One method of the table: its label, its model, and how it trains.
@@ -420,6 +451,8 @@ METHODS = (
     Method("EarlyStopping", trainer=_early_stopped),
     Method("shrink", trainer=_shrunk),
     Method("GradualPruning(90%)", trainer=_pruned),
+    Method("SWA", trainer=_averaged),
+    Method(f"SAM({SAM_RHO:g})", trainer=_sharpness_aware),
 )
 
 

@@ -169,6 +169,23 @@ def test_prune_and_compact_prints_sparsities_and_a_smaller_model():
     assert rows["pruned 90%"][1] == "90%"
 
 
+@pytest.mark.tensorflow_only
+def test_swa_and_sam_noisy_labels_prints_a_row_per_method():
+    pytest.importorskip("sklearn")
+    output = run_example("swa_and_sam_noisy_labels.py", "--quick")
+    # --quick: 3 epochs, the last third (one epoch) averaged
+    assert "SWA: the average of 1 snapshots" in output
+    assert "SAM + SWA: the average of 1 snapshots" in output
+    assert "3 epochs, 30% of the training labels wrong" in output
+    methods = ["plain", "SWA", "SAM", "SAM + SWA"]
+    lines = output.split("noisy-train accuracy\n", 1)[1].splitlines()
+    for method, line in zip(methods, lines, strict=True):
+        assert line.startswith(method)
+        test, noisy = (float(v) for v in line[len(method) :].split())
+        assert 0.5 < test <= 1.0  # far above chance, even in 3 epochs
+        assert 0.1 < noisy < 0.9
+
+
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_proximal_feature_selection_counts_every_input_once():
