@@ -80,6 +80,11 @@ class SharpnessAware(keras.Model):
     - A step costs two forward and backward passes.
     - `save`, `save_weights` and `load_weights` act on the inner model: the
       file loads as that model, without keras_regkit.
+    - Under `tf.distribute.MirroredStrategy`, each replica computes its
+      `e(w)` from its own share of the batch (the paper's m-sharpness, as
+      its TPU implementation does), and the optimizer applies the mean of
+      the replicas' second gradients. Under `keras.distribution` (JAX),
+      the step sees the whole batch: one `e(w)`.
     - `rho=0` takes plain gradient steps (at twice the cost): the control
       of an ablation. A negative `rho` is refused.
 

@@ -59,7 +59,9 @@ def test_batches_average_their_statistics_by_size():
         for b in batches
     ]
     mean, variance = _statistics(model.get_layer("second"))
-    expected_mean = sum(s * h.mean(0) for s, h in zip(sizes, inputs, strict=True))
+    expected_mean = sum(
+        s * h.mean(0) for s, h in zip(sizes, inputs, strict=True)
+    )
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-4, atol=1e-5)
     expected_var = sum(s * h.var(0) for s, h in zip(sizes, inputs, strict=True))
     np.testing.assert_allclose(variance, expected_var, rtol=1e-4)

@@ -163,9 +163,7 @@ def _weight_averaging_after_fit(callback, model, history):
     # the average in the model; the optimizer's rate put back.
     assert callback.count == len([e for e in history.epoch if e >= 1])
     trainable = [_numpy(v) for v in model.trainable_variables]
-    for ours, average in zip(
-        trainable, callback.averaged_weights, strict=True
-    ):
+    for ours, average in zip(trainable, callback.averaged_weights, strict=True):
         np.testing.assert_array_equal(ours, average)
     assert _learning_rate(model) == pytest.approx(0.05)
 

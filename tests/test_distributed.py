@@ -443,6 +443,59 @@ def test_regularization_monitor_on_mirrored_strategy():
     assert logged["zero_fraction/out"] == 0.0
 
 
+def _linear_loss_gradients(x, y, kernel, bias, l2):
+    """Gradients of mean((x K + b - y)^2) + l2 * sum(K^2), in float64."""
+    d = 2 * (x @ kernel + bias - y) / len(x)
+    return x.T @ d + 2 * l2 * kernel, d.sum(0)
+
+
+@pytest.mark.tensorflow_only
+def test_sharpness_aware_on_mirrored_strategy_perturbs_each_replica():
+    # Each replica computes e(w) from its own half of the batch (the SAM
+    # paper's m-sharpness), and the optimizer applies the mean of the
+    # replicas' second gradients, as it would any gradients.
+    output = run_on_two_cpus(
+        """
+        import json
+        import numpy as np
+        import keras
+        from keras_regkit import L2, SharpnessAware
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 3)).astype("float32")
+        y = rng.normal(size=(32, 1)).astype("float32")
+        with strategy.scope():
+            inner = keras.Sequential([
+                keras.Input((3,)),
+                keras.layers.Dense(1, kernel_regularizer=L2(0.1)),
+            ])
+            model = SharpnessAware(inner, rho=0.5)
+            model.compile(keras.optimizers.SGD(0.1), "mse")
+        initial = [w.tolist() for w in inner.get_weights()]
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        print(json.dumps({
+            "x": x.tolist(), "y": y.tolist(), "initial": initial,
+            "trained": [w.tolist() for w in inner.get_weights()],
+        }))
+        """
+    )
+    result = _report(output)
+    x, y = np.array(result["x"]), np.array(result["y"])
+    kernel, bias = (np.array(w) for w in result["initial"])
+    second = []
+    for half in (slice(0, 16), slice(16, 32)):
+        grads = _linear_loss_gradients(x[half], y[half], kernel, bias, 0.1)
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+        k, b = (w + 0.5 * g / norm for w, g in zip((kernel, bias), grads))
+        second.append(_linear_loss_gradients(x[half], y[half], k, b, 0.1))
+    expected = [
+        w - 0.1 * (g0 + g1) / 2
+        for w, g0, g1 in zip((kernel, bias), *second, strict=True)
+    ]
+    for ours, theirs in zip(result["trained"], expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.tensorflow_only
 def test_weight_averaging_on_mirrored_strategy():
     output = run_on_two_cpus(

@@ -91,7 +91,9 @@ def test_ema_is_the_exponential_average_of_the_step_snapshots():
     steps = [ws for epoch, ws in snapshots.batches if epoch >= 2][2::3]
     expected = [np.asarray(w, "float64") for w in steps[0]]
     for ws in steps[1:]:
-        expected = [0.8 * a + 0.2 * w for a, w in zip(expected, ws, strict=True)]
+        expected = [
+            0.8 * a + 0.2 * w for a, w in zip(expected, ws, strict=True)
+        ]
     assert averaging.count == len(steps) == 5  # 16 steps from epoch 2
     _assert_weights(_trainable(model), expected)
 
@@ -99,9 +101,7 @@ def test_ema_is_the_exponential_average_of_the_step_snapshots():
 def test_validation_sees_the_averages_and_early_stopping_listed_after_wins():
     model, snapshots = _model(), _Snapshots()
     averaging = WeightAveraging(start_epoch=0, validate_averaged=True)
-    stopping = EarlyStopping(
-        "val_loss", patience=10, restore_best_weights=True
-    )
+    stopping = EarlyStopping("val_loss", patience=10, restore_best_weights=True)
     history = _fit(
         model, [snapshots, averaging, stopping], validation_data=_VALIDATION
     )
@@ -123,9 +123,7 @@ def test_validation_sees_the_averages_and_early_stopping_listed_after_wins():
 def test_early_stopping_listed_before_is_overridden_by_the_average():
     model, snapshots = _model(), _Snapshots()
     averaging = WeightAveraging(start_epoch=0, validate_averaged=True)
-    stopping = EarlyStopping(
-        "val_loss", patience=10, restore_best_weights=True
-    )
+    stopping = EarlyStopping("val_loss", patience=10, restore_best_weights=True)
     _fit(model, [snapshots, stopping, averaging], validation_data=_VALIDATION)
     trained = [snapshots.at_validation[epoch] for epoch in range(6)]
     expected = [np.mean(ws, axis=0) for ws in zip(*trained, strict=True)]
