@@ -486,7 +486,10 @@ def test_sharpness_aware_on_mirrored_strategy_perturbs_each_replica():
     for half in (slice(0, 16), slice(16, 32)):
         grads = _linear_loss_gradients(x[half], y[half], kernel, bias, 0.1)
         norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-        k, b = (w + 0.5 * g / norm for w, g in zip((kernel, bias), grads))
+        k, b = (
+            w + 0.5 * g / norm
+            for w, g in zip((kernel, bias), grads, strict=True)
+        )
         second.append(_linear_loss_gradients(x[half], y[half], k, b, 0.1))
     expected = [
         w - 0.1 * (g0 + g1) / 2
