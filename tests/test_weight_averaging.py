@@ -108,7 +108,8 @@ def test_validation_sees_the_averages_and_early_stopping_listed_after_wins():
     # Each epoch validates the mean of the epoch-end weights so far.
     trained = [snapshots.at_validation[epoch] for epoch in range(6)]
     for epoch, logged in enumerate(history.history["val_loss"]):
-        means = [np.mean(ws, axis=0) for ws in zip(*trained[: epoch + 1])]
+        so_far = trained[: epoch + 1]
+        means = [np.mean(ws, axis=0) for ws in zip(*so_far, strict=True)]
         probe = _model()
         probe.set_weights(means)
         val_loss = probe.evaluate(*_VALIDATION, verbose=0)
