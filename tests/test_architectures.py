@@ -7,7 +7,8 @@ classifier, an LSTM and a small ViT-style Functional model with
 restore_best_weights=True)` and `RegularizationMonitor`, a `.keras` save
 loaded in a fresh process (predictions and penalties identical to the bit),
 `mc_predict`, and `shrink(method="prune")`; and `GradualPruning` of every
-kernel, of every kind, on all but ResNet50. The heaviest (ResNet50, BERT)
+kernel, of every kind, and `SharpnessAware` training with
+`WeightAveraging`, on all but ResNet50. The heaviest (ResNet50, BERT)
 run on TensorFlow and JAX only, to keep CI within its time.
 """
 
@@ -26,6 +27,7 @@ from keras_regkit.callbacks import (
     EarlyStopping,
     GradualPruning,
     RegularizationMonitor,
+    WeightAveraging,
 )
 from keras_regkit.pruning import ConstantSparsity
 
@@ -336,3 +338,54 @@ def test_gradual_pruning_holds_every_kernel_of(name):
         classes
     )
     assert GradualPruning.release(model) == 0
+
+
+# On JAX, SAM's step holds two forward-backward passes to compile: too long
+# for CI on these (the other backends run them).
+_SLOW_TO_COMPILE_TWICE = ("MobileNetV3Small", "BertTextClassifier")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [name for name in ARCHITECTURES if name != "ResNet50"]
+)
+def test_sharpness_aware_with_weight_averaging_on(name):
+    build, saved, backends = ARCHITECTURES[name]
+    if keras.backend.backend() not in backends:
+        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+    if keras.backend.backend() == "jax" and name in _SLOW_TO_COMPILE_TWICE:
+        pytest.skip(f"XLA compiles {name}'s two-pass step for a minute")
+    model, x, y, rules = build()
+    _regularize(model, rules, saved)
+    sam = keras_regkit.SharpnessAware(model, rho=0.05)
+    sam.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    recorder = _WeightsPerEpoch()
+    averaging = WeightAveraging(
+        start_epoch=1, batch_norm_data=x, batch_size=ROWS
+    )
+    history = sam.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=ROWS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[recorder, averaging],
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+    # The model ends with the mean of epochs 1 and 2's weights ...
+    variables = model.trainable_variables
+    for index, now in ((0, variables[0]), (1, variables[-1])):
+        mean = (recorder.kept[1][index] + recorder.kept[2][index]) / 2
+        np.testing.assert_allclose(_numpy(now), mean, rtol=1e-5, atol=1e-6)
+    # ... and BatchNorm statistics recomputed for it, where it has any.
+    norms = keras_regkit._batch_norm.batch_norm_layers(model)
+    assert bool(norms) == (name == "MobileNetV3Small")
+    for layer in norms:
+        assert np.all(np.isfinite(_numpy(layer.moving_variance)))
+    np.testing.assert_allclose(
+        _numpy(sam(x)), _numpy(model(x)), rtol=1e-6, atol=1e-6
+    )
