@@ -158,6 +158,11 @@ class WeightAveraging(keras.callbacks.Callback):
         self._epoch = 0
         self._steps = 0
         self._averaged_epoch = None
+        if self.mode == "ema":
+            # Only EMA has a batch hook: Keras runs the train steps of a
+            # `fit` whose callbacks have none asynchronously, and waits for
+            # each step's logs otherwise.
+            self.on_train_batch_end = self._ema_step
 
     recompute_batch_norm = staticmethod(recompute_batch_norm)
 
@@ -258,8 +263,9 @@ class WeightAveraging(keras.callbacks.Callback):
                 epoch, self._base_lr
             )
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.mode != "ema" or self._epoch < self.start_epoch:
+    def _ema_step(self, batch, logs=None):
+        """`on_train_batch_end` in EMA mode (see `__init__`)."""
+        if self._epoch < self.start_epoch:
             return
         self._steps += 1
         if self._steps % self.frequency == 0:
@@ -381,7 +387,8 @@ def _lerp_function():
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(autograph=False)
+        # XLA fuses each update into one pass over the weights.
+        @tf.function(autograph=False, jit_compile=True)
         def lerp_tf(averages, weights, t):
             for a, w in zip(averages, weights, strict=True):
                 a.assign(a + (tf.cast(w, a.dtype) - a) * tf.cast(t, a.dtype))
