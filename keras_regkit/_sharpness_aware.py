@@ -38,12 +38,12 @@ def perturbation(gradients, weights, rho, adaptive=False):
         None if g is None else (ops.multiply(ops.abs(w), g) if adaptive else g)
         for g, w in zip(gradients, weights, strict=True)
     ]
-    squares = [ops.sum(ops.square(s)) for s in scaled if s is not None]
-    if not squares:
+    # One fused norm per tensor (no squared copy of the gradients), then
+    # the norm of those norms.
+    norms = [ops.norm(ops.reshape(s, (-1,))) for s in scaled if s is not None]
+    if not norms:
         return [None] * len(gradients)
-    norm = ops.sqrt(
-        squares[0] if len(squares) == 1 else ops.sum(ops.stack(squares))
-    )
+    norm = norms[0] if len(norms) == 1 else ops.norm(ops.stack(norms))
     scale = rho / (norm + _EPSILON)
     return [
         None
@@ -253,17 +253,15 @@ def _torch_step(model, data):
         kept = [v.value.detach().clone() for v in statistics]
         weights = [p.detach().clone() for p in parameters]
         steps = perturbation(gradients, weights, model.rho, model.adaptive)
-        for variable, weight, step in zip(
-            variables, weights, steps, strict=True
-        ):
+        for parameter, step in zip(parameters, steps, strict=True):
             if step is not None:
-                variable.assign(weight + step)
+                parameter.add_(step)  # in place: one pass over the weights
     _, _, gradients = loss_and_gradients()
     with torch.no_grad():
-        for variable, value in zip(
-            variables + statistics, weights + kept, strict=True
-        ):
-            variable.assign(value)
+        for parameter, weight in zip(parameters, weights, strict=True):
+            parameter.copy_(weight)
+        for variable, value in zip(statistics, kept, strict=True):
+            variable.value.copy_(value)
         model.optimizer.apply(gradients, variables)
     model._update_loss_tracker(loss.detach(), x)
     return model.compute_metrics(

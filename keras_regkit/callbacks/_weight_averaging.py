@@ -1,5 +1,6 @@
 """Averages a model's weights over training: SWA and EMA."""
 
+import functools
 import math
 import warnings
 
@@ -250,7 +251,7 @@ class WeightAveraging(keras.callbacks.Callback):
             self._base_lr = float(keras.ops.convert_to_numpy(rate))
         self._variables = list(model.trainable_variables)
         self._averages = None
-        self._lerp = _lerp_function()
+        self._lerp = _lerp_function(keras.backend.backend())
         self.count = 0
         self._steps = 0
         self._averaged_epoch = None
@@ -376,14 +377,15 @@ class WeightAveraging(keras.callbacks.Callback):
         return True
 
 
-def _lerp_function():
+@functools.cache
+def _lerp_function(backend):
     """`lerp(averages, weights, t)`: `a += (w - a) * t` for each pair.
 
     One compiled call on TensorFlow and JAX rather than an eager operation
     per variable, which would cost more than a small model's step when
-    EMA updates after every step.
+    EMA updates after every step. One function per backend, so that it
+    compiles once for weights of the same shapes, not at every `fit`.
     """
-    backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
