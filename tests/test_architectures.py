@@ -140,6 +140,11 @@ def _numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def _skip_unless_on(name, backends):
+    if keras.backend.backend() not in backends:
+        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+
+
 def _regularize(model, rules, saved):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -267,8 +272,7 @@ def _assert_prune_never_worse(model, x, y):
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_tool_on(name, tmp_path):
     build, saved, backends = ARCHITECTURES[name]
-    if keras.backend.backend() not in backends:
-        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+    _skip_unless_on(name, backends)
     model, x, y, rules = build()
     _regularize(model, rules, saved)
     _fit_with_early_stopping(model, x, y)
@@ -300,14 +304,14 @@ def test_mc_predict_samples_the_keras_dropouts_of(build):
     _assert_mc_predict(model, x)
 
 
+ALL_BUT_RESNET50 = [name for name in ARCHITECTURES if name != "ResNet50"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", [name for name in ARCHITECTURES if name != "ResNet50"]
-)
+@pytest.mark.parametrize("name", ALL_BUT_RESNET50)
 def test_gradual_pruning_holds_every_kernel_of(name):
     build, _, backends = ARCHITECTURES[name]
-    if keras.backend.backend() not in backends:
-        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+    _skip_unless_on(name, backends)
     model, x, y, _ = build()
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -346,13 +350,10 @@ _SLOW_TO_COMPILE_TWICE = ("MobileNetV3Small", "BertTextClassifier")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", [name for name in ARCHITECTURES if name != "ResNet50"]
-)
+@pytest.mark.parametrize("name", ALL_BUT_RESNET50)
 def test_sharpness_aware_with_weight_averaging_on(name):
     build, saved, backends = ARCHITECTURES[name]
-    if keras.backend.backend() not in backends:
-        pytest.skip(f"{name} runs on {', '.join(backends)} only (CI time)")
+    _skip_unless_on(name, backends)
     if keras.backend.backend() == "jax" and name in _SLOW_TO_COMPILE_TWICE:
         pytest.skip(f"XLA compiles {name}'s two-pass step for a minute")
     model, x, y, rules = build()

@@ -1,5 +1,6 @@
 """WeightAveraging: SWA and EMA against numpy averages of the snapshots."""
 
+import copy
 import math
 
 import keras
@@ -231,6 +232,18 @@ def test_the_next_fit_restores_what_a_raised_fit_left():
     assert snapshots.rates[0] == pytest.approx(0.01)  # from the base, 0.1
     rate = model.optimizer.learning_rate
     assert float(keras.ops.convert_to_numpy(rate)) == pytest.approx(0.1)
+
+
+def test_a_deep_copy_of_ema_updates_its_own_average():
+    original = WeightAveraging(start_epoch=0, mode="ema", decay=0.5)
+    copied = copy.deepcopy(original)
+    assert copied.on_train_batch_end.__self__ is copied
+    model = _model()
+    _fit(model, [copied], epochs=1)
+    assert (copied.count, original.count) == (4, 0)
+    # SWA has no batch hook: Keras can run its steps asynchronously.
+    swa = WeightAveraging(start_epoch=0)
+    assert "on_train_batch_end" not in vars(swa)
 
 
 def test_no_average_taken_warns_and_keeps_the_weights():
