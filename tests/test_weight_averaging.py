@@ -180,6 +180,29 @@ def test_batch_norm_statistics_are_those_of_a_full_pass():
     )
 
 
+def test_batch_norm_data_the_model_cannot_take_leaves_the_training_weights():
+    model, snapshots = _model(batch_norm=True, learning_rate=0.1), _Snapshots()
+    averaging = WeightAveraging(
+        start_epoch=1, swa_lr=0.01, batch_norm_data=np.ones((4, 7), "float32")
+    )
+    with pytest.raises(ValueError):
+        _fit(model, [snapshots, averaging], epochs=3)
+    _assert_weights(_trainable(model), snapshots.epochs[2])
+    rate = model.optimizer.learning_rate
+    assert float(keras.ops.convert_to_numpy(rate)) == pytest.approx(0.1)
+    bn = model.get_layer("bn")
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(bn.moving_mean)))
+
+
+def test_verbose_says_what_replaced_the_weights(capsys):
+    averaging = WeightAveraging(start_epoch=1, batch_norm_data=_X, verbose=1)
+    _fit(_model(batch_norm=True), [averaging], epochs=3)
+    assert capsys.readouterr().out == (
+        "WeightAveraging: the weights are the swa average of 2 snapshots; "
+        "BatchNorm statistics recomputed in 1 layer.\n"
+    )
+
+
 def test_batch_norm_without_data_is_refused_before_training():
     model = _model(batch_norm=True)
     before = _trainable(model)

@@ -297,27 +297,44 @@ class WeightAveraging(keras.callbacks.Callback):
                 stacklevel=2,
             )
         else:
-            assign_values(self._variables, self._averages)
-            recomputed = []
-            if self.update_batch_norm and self.batch_norm_data is not None:
-                recomputed = recompute_batch_norm(
-                    model, self.batch_norm_data, self.batch_size
-                )
-            if self.verbose:
-                print(
-                    f"WeightAveraging: the weights are the {self.mode} "
-                    f"average of {self.count} snapshots"
-                    + (
-                        f"; BatchNorm statistics recomputed in "
-                        f"{len(recomputed)} layers."
-                        if recomputed
-                        else "."
-                    )
-                )
+            self._replace_with_averages(model)
         if self.swa_lr is not None:
             self._optimizer.learning_rate = self._base_lr
         self._base_lr = None
         self._variables = None
+
+    def _replace_with_averages(self, model):
+        """The averages into the model, then its BatchNorm statistics.
+
+        If recomputing the statistics fails (`batch_norm_data` the model
+        cannot take), the trained weights and the learning rate are put
+        back before the error goes on.
+        """
+        trained = copy_values(self._variables)
+        assign_values(self._variables, self._averages)
+        recomputed = []
+        try:
+            if self.update_batch_norm and self.batch_norm_data is not None:
+                recomputed = recompute_batch_norm(
+                    model, self.batch_norm_data, self.batch_size
+                )
+        except BaseException:
+            assign_values(self._variables, trained)
+            self.restore()
+            self._variables = None
+            raise
+        if self.verbose:
+            layers = len(recomputed)
+            print(
+                f"WeightAveraging: the weights are the {self.mode} average "
+                f"of {self.count} snapshots"
+                + (
+                    f"; BatchNorm statistics recomputed in {layers} "
+                    f"layer{'s' if layers > 1 else ''}."
+                    if recomputed
+                    else "."
+                )
+            )
 
     # Averaging.
 
