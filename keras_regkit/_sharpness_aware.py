@@ -175,9 +175,9 @@ class SharpnessAware(keras.Model):
         """The BatchNormalization statistics, which only the first pass sets."""
         return [
             variable
-            for layer in selectors.walk(self.inner_model)
-            if isinstance(layer[1], keras.layers.BatchNormalization)
-            for variable in (layer[1].moving_mean, layer[1].moving_variance)
+            for _, layer in selectors.walk(self.inner_model)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)
         ]
 
     def _update_loss_tracker(self, loss, x):
