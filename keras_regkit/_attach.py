@@ -11,11 +11,13 @@ next `fit` or `evaluate` sees the change.
 """
 
 import warnings
+from typing import Any, TypeAlias
 
 import keras
 from keras import ops
 
 from keras_regkit import _penalty_state, _saving, regularizers, selectors
+from keras_regkit.selectors import LayerSelector
 
 
 class _Unchanged:
@@ -25,6 +27,10 @@ class _Unchanged:
 
 UNCHANGED = _Unchanged()
 """Default of `regularize`'s penalty arguments: leave that weight alone."""
+
+# A penalty argument of `regularize`: what `regularizers.get` takes, or
+# UNCHANGED.
+_PenaltyArgument: TypeAlias = regularizers._Identifier | _Unchanged
 
 # role -> (layer attribute saved in the config, variable names to look for)
 _ROLES = {
@@ -237,17 +243,17 @@ def _warn_if_unsaved(model, changes):
 
 
 def regularize(
-    model,
-    kernel=UNCHANGED,
-    bias=UNCHANGED,
-    recurrent=UNCHANGED,
+    model: keras.layers.Layer,
+    kernel: _PenaltyArgument = UNCHANGED,
+    bias: _PenaltyArgument = UNCHANGED,
+    recurrent: _PenaltyArgument = UNCHANGED,
     *,
-    embeddings=UNCHANGED,
-    depthwise=UNCHANGED,
-    pointwise=UNCHANGED,
-    layers=None,
-    rules=None,
-):
+    embeddings: _PenaltyArgument = UNCHANGED,
+    depthwise: _PenaltyArgument = UNCHANGED,
+    pointwise: _PenaltyArgument = UNCHANGED,
+    layers: LayerSelector | None = None,
+    rules: dict[Any, regularizers._Identifier] | None = None,
+) -> keras.layers.Layer:
     """Adds, changes or removes weight penalties on an existing model.
 
     Works on built or unbuilt, Sequential, Functional, subclassed and nested
@@ -341,7 +347,7 @@ def regularize(
             f"{', '.join(repr(role) for role in sorted(missing))}. "
             f"Layers available: {selectors._available(model)}"
         )
-    frozen = []
+    frozen: list[str] = []
     for layer, role, penalty in changes:
         _assign(layer, role, penalty, frozen)
     _warn_if_unsaved(model, changes)
@@ -357,7 +363,9 @@ def regularize(
     return model
 
 
-def penalties(model, head_norms=False):
+def penalties(
+    model: keras.layers.Layer, head_norms: bool = False
+) -> dict[str, dict[str, Any]]:
     """The current weight penalties of a model, as plain floats.
 
     Lists every trainable weight that has a penalty, exactly the weight terms
@@ -409,11 +417,12 @@ def penalties(model, head_norms=False):
             f"penalties: head_norms must be True or False. Received: "
             f"head_norms={head_norms!r}"
         )
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for path, _, variable in owned_weights(model):
         penalty = variable.regularizer
         if not variable.trainable or penalty is None:
             continue
+        value: float | dict[str, Any]
         value = float(ops.convert_to_numpy(penalty(variable)))
         if head_norms:
             value = {"penalty": value}
@@ -436,7 +445,7 @@ def owned_weights(model):
     """
     owners = selectors.walk(model)
     claimed = set()
-    found = {}
+    found: dict[str, list[tuple[Any, Any]]] = {}
     # Children come after their parents in `walk` order: going backwards,
     # each variable is credited to the innermost layer that holds it.
     for path, layer in reversed(owners):

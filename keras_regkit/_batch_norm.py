@@ -8,6 +8,8 @@ each layer's moving mean and variance becoming the average over the batches
 of the batch means and variances, weighted by batch size.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -29,7 +31,9 @@ def batch_norm_layers(model):
     ]
 
 
-def recompute_batch_norm(model, data, batch_size=128):
+def recompute_batch_norm(
+    model: keras.Model, data: Any, batch_size: int = 128
+) -> list[keras.layers.BatchNormalization]:
     """Sets every trainable BatchNormalization's statistics from `data`.
 
     The model runs once over `data` in training mode (`training=True`, so

@@ -26,11 +26,14 @@ import dataclasses
 import math
 import numbers
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_regkit import _console
 from keras_regkit import layers as _regkit_layers
 
 # A constant this small is 0: the consumer's input rows are cut, no fold.
@@ -116,7 +119,7 @@ _POOLING = (
     keras.layers.GlobalMaxPooling3D,
 )
 # Elementwise merges: what each makes of its inputs' constants.
-_MERGES = {
+_MERGES: dict[type, Callable[[np.ndarray], Any]] = {
     keras.layers.Add: np.sum,
     keras.layers.Subtract: lambda values: values[0] - values[1],
     keras.layers.Multiply: np.prod,
@@ -126,7 +129,7 @@ _MERGES = {
 }
 
 
-def dead_units(model):
+def dead_units(model: keras.Model) -> dict[str, list[int]]:
     """The units, filters and channels that `compact` would remove.
 
     A dry run of `compact`, which leaves the model unchanged.
@@ -168,7 +171,7 @@ def dead_units(model):
     }
 
 
-def compact(model, verbose=1):
+def compact(model: keras.Model, verbose: int = 1) -> keras.Model:
     """A new, smaller model without the units whose weights are all zero.
 
     A unit of a Dense layer, a filter of a Conv1D or Conv2D, is dead when
@@ -423,7 +426,7 @@ def _calls(model):
 def _in_graph_order(calls):
     """`calls` sorted so that each comes after those that feed it."""
     produced = {call.output[:2] for call in calls}
-    ready = set()
+    ready: set[Any] = set()
     ordered = []
     pending = list(calls)
     while pending:
@@ -868,7 +871,7 @@ class _Analysis:
                 )
 
     def _plan(self):
-        cuts = {}
+        cuts: dict[str, _Cut] = {}
         for root in self.groups.roots():
             if self.groups.reasons(root):
                 continue
@@ -881,7 +884,7 @@ class _Analysis:
                     cut.inputs[effect[2]] = effect[3]
                 else:
                     cut.channels.add(effect[2])
-        kept = {}
+        kept: dict[str, Any] = {}
         for group, (name, _) in sorted(self.origins.items()):
             reasons = self.groups.reasons(group)
             if not reasons:
@@ -1086,8 +1089,10 @@ def _print_log(model, new_model, plan):
     for layer in model.layers:
         cut = plan.cuts.get(layer.name)
         if cut is not None:
-            print(_change_line(layer, cut))
+            _console.write_line(_change_line(layer, cut))
         for (style, where), constants in plan.kept.get(layer.name, {}).items():
-            print(_kept_line(layer.name, style, where, constants))
+            _console.write_line(_kept_line(layer.name, style, where, constants))
     before, after = model.count_params(), new_model.count_params()
-    print(f"Parameters: {before:,} -> {after:,} ({before - after:,} removed)")
+    _console.write_line(
+        f"Parameters: {before:,} -> {after:,} ({before - after:,} removed)"
+    )

@@ -1,5 +1,7 @@
 """Config, equality and repr for objects described by their arguments."""
 
+from typing import Any
+
 # The package name every saved class is registered under: a `.keras` file
 # names them "keras_regkit>L2", "keras_regkit>Dropout", ...
 PACKAGE = "keras_regkit"
@@ -12,9 +14,9 @@ class ConfigByKeys:
     each on a same-named attribute as a plain Python value.
     """
 
-    _config_keys = ()
+    _config_keys: tuple[str, ...] = ()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self._config_keys}
 
     def __eq__(self, other):

@@ -24,6 +24,7 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -37,6 +38,7 @@ from keras_regkit import (
     SharpnessAware,
     ShrinkageReport,
     _attach,
+    _console,
     _shrinkage,
     _validation,
     _weights,
@@ -271,14 +273,14 @@ class Trained:
     kernel_before: np.ndarray | None = None
 
 
-def _trained_on_all(method, seed, steps, train, test, ticker):
+def _trained_on_all(method, seed, steps, train, test, progress):
     """`method`'s model trained `steps` steps on all the training points."""
     model = build_model(seed, method.penalty, method.dropout)
-    _fit(model, train, steps, None, ticker.callbacks(steps))
+    _fit(model, train, steps, None, progress.callbacks())
     return Trained(model, steps)
 
 
-def _early_stopped(method, seed, steps, train, test, ticker):
+def _early_stopped(method, seed, steps, train, test, progress):
     """`EarlyStopping` on each fold, then a refit on all the points.
 
     Each fold's `EarlyStopping` finds the step count at which its held-out
@@ -292,14 +294,19 @@ def _early_stopped(method, seed, steps, train, test, ticker):
             patience=PATIENCE, restore_best_weights=True
         )
         model = build_model(seed, method.penalty, method.dropout)
-        ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
-        history = _fit(model, fold_train, steps, validation, [stopper, *ticks])
+        history = _fit(
+            model,
+            fold_train,
+            steps,
+            validation,
+            [stopper, *progress.callbacks()],
+        )
         best_epochs.append(stopper.best_epoch + 1)
         if fold == 0:
             first = (_score(model, train, test), history, stopper)
     trained = CHUNK * int(np.median(best_epochs))
     model = build_model(seed, method.penalty, method.dropout)
-    _fit(model, train, trained, None, ticker.callbacks(trained, "refit"))
+    _fit(model, train, trained, None, progress.callbacks())
     held_out, history, stopper = first
     return Trained(
         model,
@@ -310,7 +317,7 @@ def _early_stopped(method, seed, steps, train, test, ticker):
     )
 
 
-def _shrunk(method, seed, steps, train, test, ticker):
+def _shrunk(method, seed, steps, train, test, progress):
     """`shrink` on each fold, then its best level on a model of all points.
 
     Like glmnet's cross-validation: each fold trains on two thirds of the
@@ -321,14 +328,13 @@ def _shrunk(method, seed, steps, train, test, ticker):
     paths = []
     for fold, (fold_train, validation) in enumerate(_folds(train, seed)):
         model = build_model(seed, method.penalty, method.dropout)
-        ticks = ticker.callbacks(steps, f"fold {fold + 1}/{FOLDS}")
-        _fit(model, fold_train, steps, None, ticks)
+        _fit(model, fold_train, steps, None, progress.callbacks())
         paths.append(shrink(model, validation, **SHRINK_OPTIONS))
         if fold == 0:
             held_out = _score(model, train, test)
     level = _chosen_level(paths)
     model = build_model(seed, method.penalty, method.dropout)
-    _fit(model, train, steps, None, ticker.callbacks(steps, "refit"))
+    _fit(model, train, steps, None, progress.callbacks())
     before = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
     if level is not None:
         _shrink_to(model, level)
@@ -373,7 +379,7 @@ def _shrink_to(model, level):
     _weights.assign_values(variables, path.values(level))
 
 
-def _pruned(method, seed, steps, train, test, ticker):
+def _pruned(method, seed, steps, train, test, progress):
     """`GradualPruning` of the hidden kernel to 90% zeros while it trains.
 
     Zhu and Gupta's cubic schedule from 0 to `PRUNED_SPARSITY` over the
@@ -385,11 +391,11 @@ def _pruned(method, seed, steps, train, test, ticker):
         0.0, PRUNED_SPARSITY, begin_step=0, end_step=steps // 2, frequency=CHUNK
     )
     pruning = callbacks.GradualPruning(schedule, layers="hidden")
-    _fit(model, train, steps, None, [pruning, *ticker.callbacks(steps)])
+    _fit(model, train, steps, None, [pruning, *progress.callbacks()])
     return Trained(model, steps)
 
 
-def _averaged(method, seed, steps, train, test, ticker):
+def _averaged(method, seed, steps, train, test, progress):
     """`WeightAveraging` (SWA): the mean of the last quarter's epoch weights.
 
     Each `fit` epoch is `CHUNK` steps; the average of the weights at the
@@ -398,11 +404,11 @@ def _averaged(method, seed, steps, train, test, ticker):
     model = build_model(seed, method.penalty, method.dropout)
     epochs = steps // CHUNK
     averaging = callbacks.WeightAveraging(start_epoch=epochs - epochs // 4 - 1)
-    _fit(model, train, steps, None, [averaging, *ticker.callbacks(steps)])
+    _fit(model, train, steps, None, [averaging, *progress.callbacks()])
     return Trained(model, steps)
 
 
-def _sharpness_aware(method, seed, steps, train, test, ticker):
+def _sharpness_aware(method, seed, steps, train, test, progress):
     """`SharpnessAware` steps (SAM, `rho=SAM_RHO`) with the same Adam."""
     inner = build_model(seed, method.penalty, method.dropout)
     model = SharpnessAware(inner, rho=SAM_RHO)
@@ -412,7 +418,7 @@ def _sharpness_aware(method, seed, steps, train, test, ticker):
         metrics=["accuracy"],
         steps_per_execution=_steps_per_call(),
     )
-    _fit(model, train, steps, None, ticker.callbacks(steps))
+    _fit(model, train, steps, None, progress.callbacks())
     return Trained(inner, steps)
 
 
@@ -424,9 +430,12 @@ class Method:
         label: the table's label.
         penalty: the hidden kernel's penalty, or `None`.
         dropout: the rate of a `Dropout` after the hidden layer, or `None`.
-        trainer: `trainer(method, seed, steps, train, test, ticker)`
-            trains it and returns a `Trained`; by default `steps` steps on
-            all the training points.
+        trainer: `trainer(method, seed, steps, train, test, progress)`
+            trains it, counting its steps on `progress` (a `Progress`), and
+            returns a `Trained`; by default `steps` steps on all the
+            training points.
+        fits: how many `fit`s of up to `steps` steps the trainer runs
+            (the folds and the refit), for the length of the progress bar.
         baseline: whether this is the unregularized baseline.
         boundary_title: the title of its panel of the decision boundaries
             figure, or `None` to leave it out.
@@ -438,6 +447,7 @@ class Method:
     trainer: Callable[..., Trained] = _trained_on_all
     baseline: bool = False
     boundary_title: str | None = None
+    fits: int = 1
 
 
 METHODS = (
@@ -448,26 +458,26 @@ METHODS = (
     Method("ExpAbs(1e-3)", penalty=ExpAbs(1e-3)),
     Method("GroupLasso(1e-3)", penalty=GroupLasso(1e-3)),
     Method("Dropout(0.4)", dropout=0.4, boundary_title="Dropout(0.4)"),
-    Method("EarlyStopping", trainer=_early_stopped),
-    Method("shrink", trainer=_shrunk),
+    Method("EarlyStopping", trainer=_early_stopped, fits=FOLDS + 1),
+    Method("shrink", trainer=_shrunk, fits=FOLDS + 1),
     Method("GradualPruning(90%)", trainer=_pruned),
     Method("SWA", trainer=_averaged),
     Method(f"SAM({SAM_RHO:g})", trainer=_sharpness_aware),
 )
 
 
-def run_method(method, seed, steps, train, test, ticker=None):
+def run_method(method, seed, steps, train, test, progress=None):
     """Trains one `Method` on one seed.
 
-    `ticker`, a `Ticker`, shows the steps as they go.
+    `progress`, a started `Progress`, counts the steps as they go.
 
     Returns:
         Its `SeedRun` (the figures) and its `Trained` (the model, and what
         the figures draw).
     """
     started = time.perf_counter()
-    ticker = ticker or Ticker(None)
-    trained = method.trainer(method, seed, steps, train, test, ticker)
+    progress = progress or Progress(0)
+    trained = method.trainer(method, seed, steps, train, test, progress)
     result = SeedRun(
         score=_score(trained.model, train, test),
         steps=trained.steps,
@@ -597,46 +607,58 @@ def _decision_boundaries(models, train, test):
     return figure
 
 
-class Ticker:
-    """Progress on one terminal line: steps as they go, then a result.
+class Progress:
+    """The demo's progress, shown as Keras's `fit` shows its epochs.
 
-    The step count is rewritten in place at each `fit` epoch, and only on
-    a terminal; logs and pipes get just the one line per run of `line`.
+    Each run (a method on a seed) gets a line naming it, as `fit` writes
+    "Epoch 3/10", then a `keras.utils.Progbar` over its training steps,
+    finished with its test accuracy. Written where Keras writes its own
+    (standard output, or absl's log after
+    `keras.config.disable_interactive_logging()`).
 
     Args:
-        stream: where to write (`sys.stdout` in the demo), or `None` for
-            silence.
+        verbose: 0 silent; 1 the bar, redrawn as the steps go; 2 the
+            bar's final line only, one per run.
     """
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.live = stream is not None and stream.isatty()
-        self.label = ""
+    def __init__(self, verbose):
+        self.verbose = verbose
+        self.bar: Any = None  # a keras.utils.Progbar while a run is shown
+        self.done = 0
 
-    def callbacks(self, steps, stage=""):
-        """Callbacks that show the steps of a `fit` of `steps` steps."""
-        if not self.live:
-            return []
-        prefix = f"{self.label} {stage}".rstrip()
+    def start(self, label, steps):
+        """Starts a run named `label`, of about `steps` training steps."""
+        self.done = 0
+        if self.verbose:
+            _console.write_line(label)
+            self.bar = keras.utils.Progbar(
+                steps,
+                verbose=self.verbose,
+                stateful_metrics=("test_accuracy",),
+            )
 
-        def show(epoch, logs=None):
-            done = (epoch + 1) * CHUNK
-            self.stream.write(f"\r\033[K{prefix}: step {done}/{steps}")
-            self.stream.flush()
+    def callbacks(self):
+        """Callbacks that count the steps of a `fit` of the run."""
 
-        return [keras.callbacks.LambdaCallback(on_epoch_end=show)]
+        def advance(epoch, logs=None):
+            self.done += CHUNK
+            if self.verbose == 1:
+                self.bar.update(self.done, finalize=False)
 
-    def line(self, message):
-        """Writes `message` as a line of its own, over any step count."""
-        if self.stream is None:
-            return
-        if self.live:
-            self.stream.write("\r\033[K")
-        self.stream.write(message + "\n")
-        self.stream.flush()
+        return [keras.callbacks.LambdaCallback(on_epoch_end=advance)]
+
+    def finish(self, test_accuracy):
+        """Ends the run's bar at the steps it took, with its result."""
+        if self.verbose:
+            self.bar.update(
+                self.done, [("test_accuracy", test_accuracy)], finalize=True
+            )
+            self.bar = None
 
 
-def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
+def run(
+    out="keras_regkit_demo", quick=False, seeds=None, steps=None, verbose=1
+):
     """Runs the lab; prints the tables, writes the figures to `out`.
 
     Args:
@@ -647,6 +669,9 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
         steps: full-batch Adam steps per run, a multiple of 50 (default
             4000, the article's 4000 epochs of one batch; 400 with
             `quick`).
+        verbose: the runs' progress: 0 none; 1 a `keras.utils.Progbar`
+            over each run's steps; 2 one line per run (see `Progress`).
+            The tables are printed whatever it is.
 
     Raises:
         ValueError: for `seeds` or `steps` below 1, or `steps` not a
@@ -657,19 +682,20 @@ def run(out="keras_regkit_demo", quick=False, seeds=None, steps=None):
         of the `figures`.
     """
     seeds, steps = _lengths(quick, seeds, steps)
+    verbose = _validation.verbosity("verbose", verbose, (0, 1, 2))
     strengths = SWEEP[1:4] if quick else SWEEP
     train, test = load_data()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ticker = Ticker(sys.stdout)
-    ticker.line(
+    progress = Progress(verbose)
+    print(
         f"keras-regkit demo on {keras.backend.backend()}: two moons, 30 "
         f"training and 70 test points, Dense({HIDDEN_UNITS}); {steps} "
         f"full-batch steps, {seeds} seed(s) per method."
     )
     numbers = _run_numbers((len(METHODS) + len(strengths)) * seeds)
-    results, first = _run_methods(seeds, steps, train, test, ticker, numbers)
-    sweep = _run_sweep(strengths, seeds, steps, train, test, ticker, numbers)
+    results, first = _run_methods(seeds, steps, train, test, progress, numbers)
+    sweep = _run_sweep(strengths, seeds, steps, train, test, progress, numbers)
     figures = _report(out, results, first, sweep, quick, steps, train, test)
     return Outcome(results, sweep, figures)
 
@@ -691,12 +717,12 @@ def _lengths(quick, seeds, steps):
 
 
 def _run_numbers(total):
-    """`[ 1/total]`, `[ 2/total]`, ...: the progress lines' run numbers."""
+    """`Run 1/total`, `Run 2/total`, ...: the runs' progress labels."""
     for done in range(1, total + 1):
-        yield f"[{done:>2}/{total}]"
+        yield f"Run {done}/{total}"
 
 
-def _run_methods(seeds, steps, train, test, ticker, numbers):
+def _run_methods(seeds, steps, train, test, progress, numbers):
     """Trains every method of `METHODS` on every seed.
 
     Returns:
@@ -707,37 +733,31 @@ def _run_methods(seeds, steps, train, test, ticker, numbers):
     for method in METHODS:
         runs = []
         for seed in range(seeds):
-            number = next(numbers)
-            ticker.label = f"{number} {method.label} seed {seed}"
+            label = f"{next(numbers)}: {method.label}, seed {seed}"
+            progress.start(label, method.fits * steps)
             result, trained = run_method(
-                method, seed, steps, train, test, ticker
+                method, seed, steps, train, test, progress
             )
+            progress.finish(result.score.test_accuracy)
             runs.append(result)
             if seed == 0:
                 first.append(trained)
-            ticker.line(
-                f"{number} {method.label:<24} seed {seed}: test accuracy "
-                f"{result.score.test_accuracy:.3f} ({result.seconds:.1f} s)"
-            )
         results.append(MethodResult(method.label, tuple(runs), method.baseline))
     return tuple(results), tuple(first)
 
 
-def _run_sweep(strengths, seeds, steps, train, test, ticker, numbers):
+def _run_sweep(strengths, seeds, steps, train, test, progress, numbers):
     """Trains with `L2` at each of `strengths`; a `SweepPoint` each."""
     sweep = []
     for strength in strengths:
         method = Method(f"L2({strength:g})", penalty=L2(strength))
         scores = []
         for seed in range(seeds):
-            number = next(numbers)
-            ticker.label = f"{number} sweep {method.label}"
-            trained = method.trainer(method, seed, steps, train, test, ticker)
+            label = f"{next(numbers)}: sweep {method.label}, seed {seed}"
+            progress.start(label, steps)
+            trained = method.trainer(method, seed, steps, train, test, progress)
             scores.append(_score(trained.model, train, test))
-            ticker.line(
-                f"{number} sweep {method.label} seed {seed}: test accuracy "
-                f"{scores[-1].test_accuracy:.3f}"
-            )
+            progress.finish(scores[-1].test_accuracy)
         sweep.append(
             SweepPoint(
                 strength,
@@ -848,6 +868,14 @@ def main(argv=None):
         "4000; 400 quick)",
     )
     parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="progress of the runs: 0 none, 1 a bar per run, 2 a line per "
+        "run (default: %(default)s)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("tensorflow", "jax", "torch"),
         help="the Keras backend (default: KERAS_BACKEND, else tensorflow)",
@@ -863,5 +891,11 @@ def main(argv=None):
         parser.error("--seeds must be a positive integer")
     if args.steps is not None and (args.steps < 1 or args.steps % CHUNK):
         parser.error(f"--steps must be a positive multiple of {CHUNK}")
-    run(args.out, quick=args.quick, seeds=args.seeds, steps=args.steps)
+    run(
+        args.out,
+        quick=args.quick,
+        seeds=args.seeds,
+        steps=args.steps,
+        verbose=args.verbose,
+    )
     return 0

@@ -30,6 +30,7 @@ sparsity does not decrease, a mask only grows.
 import dataclasses
 import math
 import re
+from typing import TypeAlias
 
 import keras
 import numpy as np
@@ -37,6 +38,8 @@ import numpy as np
 from keras_regkit import _attach
 
 STRUCTURES = ("None", '"units"', "(block_rows, block_cols)", '"N:M"')
+# A `structure` argument: None, "units", "N:M" or (block_rows, block_cols).
+Structure: TypeAlias = str | tuple[int, int] | list[int] | None
 _N_OF_M = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 

@@ -4,6 +4,7 @@ import contextlib
 import math
 import warnings
 import weakref
+from typing import Any
 
 import keras
 import numpy as np
@@ -27,7 +28,14 @@ DEFAULT_PASS_ELEMENTS = 2**22
 _UNKNOWN_MODEL_FACTOR = 16
 
 
-def mc_predict(model, x, samples=30, batch_size=None, seed=None):
+def mc_predict(
+    model: keras.Model,
+    x: Any,
+    samples: int = 30,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    verbose: int | str = "auto",
+) -> tuple[Any, Any]:
     """Mean and standard deviation of `samples` stochastic forward passes.
 
     Monte-Carlo dropout (Gal and Ghahramani, "Dropout as a Bayesian
@@ -69,6 +77,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
             are faster when smaller).
         seed: None or a non-negative integer. The same seed gives the same
             results; None draws one (fixed by `keras.utils.set_random_seed`).
+        verbose: `"auto"`, 0, 1 or 2, as for `predict`: 0 silent, 1 a
+            progress bar over the forward passes (`keras.utils.Progbar`),
+            2 one line when done. `"auto"` is 1 when the work takes more
+            than one forward pass, else 0.
 
     Returns:
         `(mean, std)`: numpy arrays shaped like `model.predict(x)`'s output
@@ -98,6 +110,7 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
     if batch_size is not None:
         batch_size = _validation.positive_int("batch_size", batch_size)
     seed = _validation.seed("seed", seed)
+    verbose = _validation.verbosity("verbose", verbose, ("auto", 0, 1, 2))
     layers = _stochastic_layers(model)
     inputs = _as_numpy_inputs(x)
     leaves = keras.tree.flatten(inputs)
@@ -107,6 +120,10 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
 
     passes = _Passes.of(model, layers, split)
     generator = keras.random.SeedGenerator(seed)
+    total = math.ceil(rows / chunk) * math.ceil(samples / copies)
+    if verbose == "auto":
+        verbose = 1 if total > 1 else 0
+    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="pass")
     statistics = None
     for start in range(0, rows, chunk):
         stop = min(start + chunk, rows)
@@ -126,9 +143,11 @@ def mc_predict(model, x, samples=30, batch_size=None, seed=None):
                 ),
                 count,
             )
+            progress.add(1)
         if statistics is None:
             statistics = _Results(moments, rows)
         statistics.store(moments, start, stop)
+    assert statistics is not None  # `x` has at least one row
     return statistics.mean, statistics.std
 
 
@@ -199,7 +218,7 @@ class _Split:
     One split is kept per model, while the model lives.
     """
 
-    _by_model = weakref.WeakKeyDictionary()
+    _by_model: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     @classmethod
     def of(cls, model, layers):
@@ -440,7 +459,8 @@ class _CompiledPasses:
     its caller's generator and hands back.
     """
 
-    _by_model = None  # a weakref.WeakKeyDictionary in each subclass
+    # A weakref.WeakKeyDictionary in each subclass.
+    _by_model: Any = None
 
     @classmethod
     def of(cls, model, layers, split):

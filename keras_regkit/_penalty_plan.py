@@ -9,6 +9,8 @@ loaded model.
 """
 
 import json
+import os
+from typing import Any
 
 import keras
 
@@ -53,14 +55,14 @@ class PenaltyPlan:
     L2(l2=0.0001)
     """
 
-    def __init__(self, penalties):
+    def __init__(self, penalties: dict[str, dict[str, Any]]) -> None:
         if not isinstance(penalties, dict):
             raise TypeError(
                 "Invalid value received for argument `penalties`. Expected "
                 "a dict {layer_path: {weight_name: penalty}}. Received: "
                 f"penalties={penalties!r}"
             )
-        self.penalties = {}
+        self.penalties: dict[str, dict[str, Any]] = {}
         for path, weights in penalties.items():
             if not isinstance(path, str) or not isinstance(weights, dict):
                 raise TypeError(
@@ -76,20 +78,20 @@ class PenaltyPlan:
             }
 
     @classmethod
-    def of(cls, model):
+    def of(cls, model: keras.layers.Layer) -> "PenaltyPlan":
         """The plan of every weight of `model` that has a penalty.
 
         Frozen weights are included: their penalties count again once they
         are trainable.
         """
         selectors._check_model(model)
-        found = {}
+        found: dict[str, dict[str, Any]] = {}
         for path, _, variable in _attach.owned_weights(model):
             if variable.regularizer is not None:
                 found.setdefault(path, {})[variable.name] = variable.regularizer
         return cls(found)
 
-    def apply(self, model):
+    def apply(self, model: keras.layers.Layer) -> keras.layers.Layer:
         """Sets the plan's penalties on `model`, in place, and returns it.
 
         Each weight gets its penalty on the variable (what `model.losses`
@@ -127,7 +129,7 @@ class PenaltyPlan:
         _penalty_state.refresh_compiled_functions(model)
         return model
 
-    def get_config(self):
+    def get_config(self) -> dict[str, dict[str, dict[str, Any]]]:
         """The plan as JSON-ready data."""
         return {
             path: {
@@ -138,16 +140,16 @@ class PenaltyPlan:
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, dict[str, Any]]) -> "PenaltyPlan":
         return cls(config)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the plan to `path` as JSON."""
         with open(path, "w", encoding="utf-8") as file:
             json.dump(self.get_config(), file, indent=1)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> "PenaltyPlan":
         """The plan saved at `path` (`import keras_regkit` first)."""
         with open(path, encoding="utf-8") as file:
             return cls.from_config(json.load(file))

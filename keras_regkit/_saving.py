@@ -117,7 +117,7 @@ def sync_attention_penalties(model):
         The ids of the projections whose penalties the attention layer's
         config cannot express (they differ within one layer).
     """
-    unsaved = set()
+    unsaved: set[int] = set()
     for _, layer in selectors.walk(model):
         attributes = _attention_attributes(layer)
         projections = _projections(layer) if attributes else []
@@ -162,7 +162,7 @@ def unsaved_layers(model, settings):
         not hold, each once, in order.
     """
     recorded = recorded_layers(model)
-    saved_projections = set()
+    saved_projections: set[int] = set()
     for _, layer in selectors.walk(model):
         if id(layer) in recorded and _attention_attributes(layer):
             saved_projections.update(map(id, _projections(layer)))

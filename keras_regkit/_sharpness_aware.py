@@ -1,5 +1,9 @@
 """Sharpness-Aware Minimization: a model whose `fit` takes SAM steps."""
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -109,7 +113,13 @@ class SharpnessAware(keras.Model):
     (1, 1)
     """
 
-    def __init__(self, model, rho=0.05, adaptive=False, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(model, keras.Model):
             raise TypeError(
                 "Invalid value received for argument `model`. Expected a "
@@ -128,10 +138,10 @@ class SharpnessAware(keras.Model):
         if model.built:
             self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.inner_model(inputs, training=training)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "model": keras.saving.serialize_keras_object(self.inner_model),
@@ -140,30 +150,37 @@ class SharpnessAware(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "SharpnessAware":
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"))
         return cls(model, **config)
 
-    def save(self, filepath, *args, **kwargs):
+    def save(
+        self, filepath: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> None:
         """Saves the inner model (see `keras.Model.save`)."""
         return self.inner_model.save(filepath, *args, **kwargs)
 
-    def save_weights(self, filepath, *args, **kwargs):
+    def save_weights(
+        self, filepath: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> None:
         """Saves the inner model's weights (see `keras.Model.save_weights`)."""
         return self.inner_model.save_weights(filepath, *args, **kwargs)
 
-    def load_weights(self, filepath, *args, **kwargs):
+    def load_weights(
+        self, filepath: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> None:
         """Loads the inner model's weights (see `keras.Model.load_weights`)."""
         return self.inner_model.load_weights(filepath, *args, **kwargs)
 
-    def train_step(self, *args):
+    def train_step(self, *args: Any) -> Any:
         """One SAM step; `(data)`, or `(state, data)` on JAX."""
-        step = {
+        steps: dict[str, Callable[..., Any]] = {
             "tensorflow": _tensorflow_step,
             "jax": _jax_step,
             "torch": _torch_step,
-        }.get(keras.backend.backend())
+        }
+        step = steps.get(keras.backend.backend())
         if step is None:
             raise NotImplementedError(
                 "SharpnessAware trains on the TensorFlow, JAX and PyTorch "

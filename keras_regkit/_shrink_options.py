@@ -7,6 +7,10 @@ them from the class.
 """
 
 import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import keras
 
 from keras_regkit import _masks, _validation, regularizers, selectors
 
@@ -30,18 +34,18 @@ class ShrinkOptions:
     """
 
     method: str
-    levels: tuple | None = None
-    layers: object = None
+    levels: Iterable[float] | None = None
+    layers: selectors.LayerSelector | None = None
     bias: bool = False
     monitor: str = "loss"
     mode: str = "auto"
     select: str = "best"
     tolerance: float = 0.01
     prune_scope: str = "layer"
-    structure: object = None
-    finetune_data: object = None
+    structure: _masks.Structure = None
+    finetune_data: Any = None
     finetune_epochs: int = 1
-    regularizer: object = "l1"
+    regularizer: str | Callable[[float], keras.regularizers.Regularizer] = "l1"
     proximal: bool = True
     batch_size: int | None = None
     verbose: int = 0
@@ -84,7 +88,9 @@ class ShrinkOptions:
         )
         _penalty_factory(self.regularizer)
         checked["proximal"] = _validation.flag("proximal", self.proximal)
-        checked["verbose"] = _validation.verbosity("verbose", self.verbose)
+        checked["verbose"] = _validation.verbosity(
+            "verbose", self.verbose, (0, 1, 2)
+        )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

@@ -6,6 +6,8 @@ is never worse on that data than the one that went in.
 """
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import keras
 import numpy as np
@@ -21,6 +23,7 @@ from keras_regkit import (
 )
 from keras_regkit._shrink_options import ShrinkOptions, data_arguments
 from keras_regkit._shrinkage_report import ShrinkageReport, ShrinkageRow
+from keras_regkit.selectors import LayerSelector
 
 # The defaults of `shrink`'s options, written once, in `ShrinkOptions`.
 _DEFAULT = ShrinkOptions
@@ -36,26 +39,27 @@ _SOFT_THRESHOLD_LEVELS = 10
 
 
 def shrink(
-    model,
-    validation_data,
+    model: keras.Model,
+    validation_data: Any,
     *,
-    method,
-    levels=_DEFAULT.levels,
-    layers=_DEFAULT.layers,
-    bias=_DEFAULT.bias,
-    monitor=_DEFAULT.monitor,
-    mode=_DEFAULT.mode,
-    select=_DEFAULT.select,
-    tolerance=_DEFAULT.tolerance,
-    prune_scope=_DEFAULT.prune_scope,
-    structure=_DEFAULT.structure,
-    finetune_data=_DEFAULT.finetune_data,
-    finetune_epochs=_DEFAULT.finetune_epochs,
-    regularizer=_DEFAULT.regularizer,
-    proximal=_DEFAULT.proximal,
-    batch_size=_DEFAULT.batch_size,
-    verbose=_DEFAULT.verbose,
-):
+    method: str,
+    levels: Iterable[float] | None = _DEFAULT.levels,
+    layers: LayerSelector | None = _DEFAULT.layers,
+    bias: bool = _DEFAULT.bias,
+    monitor: str = _DEFAULT.monitor,
+    mode: str = _DEFAULT.mode,
+    select: str = _DEFAULT.select,
+    tolerance: float = _DEFAULT.tolerance,
+    prune_scope: str = _DEFAULT.prune_scope,
+    structure: _masks.Structure = _DEFAULT.structure,
+    finetune_data: Any = _DEFAULT.finetune_data,
+    finetune_epochs: int = _DEFAULT.finetune_epochs,
+    regularizer: str
+    | Callable[[float], keras.regularizers.Regularizer] = _DEFAULT.regularizer,
+    proximal: bool = _DEFAULT.proximal,
+    batch_size: int | None = _DEFAULT.batch_size,
+    verbose: int = _DEFAULT.verbose,
+) -> ShrinkageReport:
     """Shrinks a trained model's weights as far as the validation data allows.
 
     Tries each level of a shrinkage path, measures the model on
@@ -145,7 +149,9 @@ def shrink(
             regularizer.
         proximal: for `"penalty"`, fine-tune with proximal steps.
         batch_size: batch size of `evaluate` and fine-tuning, or `None`.
-        verbose: 0 silent, 1 one line per level.
+        verbose: 0 silent; 1 a progress bar over the levels (as `fit`
+            shows its steps), with the last level's metric and fraction of
+            zeros; 2 one line per level.
 
     Returns:
         A `ShrinkageReport`.
@@ -229,12 +235,16 @@ class _Walk:
             returning them.
         variables: the weights to shrink.
         state: every variable a level may change, to restore on error.
+        progress: the `keras.utils.Progbar` showing the walk, or None.
+        measured: how many points have been measured.
     """
 
     def __init__(self, model, options, validation_arguments):
         self.model = model
         self.options = options
         self.mode = _resolve_mode(model, options.monitor, options.mode)
+        self.progress = None
+        self.measured = 0
         self.validation_arguments = validation_arguments
         self.targets = None
         if options.pruning_structure is None:
@@ -277,12 +287,35 @@ class _Walk:
         if key == "loss":
             metric -= _weight_penalty(self.model)
         row = ShrinkageRow(level, metric, *_weight_statistics(self.variables))
-        if options.verbose:
-            print(
-                f"shrink {options.method} level={level}: {monitor}="
-                f"{metric:.5g}, zeros={row.zero_fraction:.1%}"
+        if self.progress is not None:
+            self.measured += 1
+            self.progress.update(
+                self.measured,
+                [
+                    ("level", 0.0 if level is None else level),
+                    (monitor, metric),
+                    ("zeros", row.zero_fraction),
+                ],
+                # verbose=2: one line per level, as `fit` writes one per epoch.
+                finalize=options.verbose == 2 or None,
             )
         return row
+
+    def show_progress(self, points):
+        """Shows the measures of `points` points as Keras's `fit` shows epochs.
+
+        `verbose=1`: a `keras.utils.Progbar` over the points, the last
+        one's level, metric and fraction of zeros beside it; `verbose=2`:
+        one line per point. Written where Keras writes its own (standard
+        output, or absl's log with `keras.config.disable_interactive_logging`).
+        """
+        if self.options.verbose:
+            self.progress = keras.utils.Progbar(
+                points,
+                verbose=self.options.verbose,
+                stateful_metrics=("level", self.options.monitor, "zeros"),
+                unit_name="level",
+            )
 
     def no_worse(self, metric, reference):
         """Whether `metric` is finite and at least as good as `reference`."""
@@ -335,13 +368,15 @@ class _Walk:
 
 def _walk_path(walk, original, originals):
     """Walks the levels, leaves the model at the chosen point."""
-    rows = [walk.measure(None)]
     levels = walk.options.levels
     if levels is None:
         if walk.options.method == "soft_threshold":
             levels = _default_soft_thresholds(originals)
         else:
             levels = _DEFAULT_LEVELS[walk.options.method]
+    walk.show_progress(1 + len(levels))
+    rows = [walk.measure(None)]
+    path: _Path | _StructuredPath | None
     if walk.options.method == "penalty":
         path = None
     elif walk.targets is not None:
@@ -380,6 +415,7 @@ def _walk_path(walk, original, originals):
     elif walk.options.finetuning:
         _weights.assign_values(walk.model.weights, kept[chosen])
     else:
+        assert path is not None  # only "penalty" has none, and it fine-tunes
         _weights.assign_values(walk.variables, path.values(rows[chosen].level))
     return ShrinkageReport(
         method=walk.options.method,
@@ -520,7 +556,7 @@ class _Path:
     def __init__(self, method, originals, prune_scope):
         self.method = method
         self.originals = originals
-        self.ranks = None
+        self.ranks: list[tuple[Any, int]] | None = None
         if method == "prune":
             self.ranks = _magnitude_ranks(originals, prune_scope)
 
@@ -529,6 +565,7 @@ class _Path:
             return [w / (1.0 + level) for w in self.originals]
         if self.method == "soft_threshold":
             return [_proximal.soft_threshold(w, level) for w in self.originals]
+        assert self.ranks is not None  # "prune" has them
         return [
             ops.where(rank >= math.floor(level * size), w, ops.zeros_like(w))
             for w, (rank, size) in zip(self.originals, self.ranks, strict=True)

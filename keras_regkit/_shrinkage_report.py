@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,25 +63,25 @@ class ShrinkageReport:
     mode: str
     select: str
     tolerance: float
-    rows: tuple
+    rows: tuple[ShrinkageRow, ...]
     chosen: int
 
     @property
-    def before(self):
+    def before(self) -> ShrinkageRow:
         """The `ShrinkageRow` of the model as it came in."""
         return self.rows[0]
 
     @property
-    def after(self):
+    def after(self) -> ShrinkageRow:
         """The `ShrinkageRow` of the model as it was left."""
         return self.rows[self.chosen]
 
     @property
-    def chosen_level(self):
+    def chosen_level(self) -> float | None:
         """The level kept, or `None` when the original weights were kept."""
         return self.after.level
 
-    def as_table(self):
+    def as_table(self) -> str:
         """The path as a plain-text table, the chosen row marked."""
         header = (
             f"{'level':<9} {self.monitor:<10} {'l2_norm':<8} {'zeros':<7} "
@@ -98,7 +99,7 @@ class ShrinkageReport:
             lines.append(line)
         return "\n".join(lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The report as plain Python values, ready for `json.dumps`."""
         result = dataclasses.asdict(self)
         result["rows"] = [dataclasses.asdict(row) for row in self.rows]

@@ -244,10 +244,11 @@ def schedule(name, value, returns):
     return value
 
 
-def verbosity(name, value):
-    """Checks a `verbose` argument: 0 or 1 (not a bool); returns it."""
-    if value not in (0, 1) or isinstance(value, bool):
-        raise ValueError(_invalid(name, "0 or 1", value))
+def verbosity(name, value, levels=(0, 1)):
+    """Checks a `verbose` argument: one of `levels` (not a bool); returns it."""
+    if isinstance(value, bool) or value not in levels:
+        expected = ", ".join(repr(level) for level in levels[:-1])
+        raise ValueError(_invalid(name, f"{expected} or {levels[-1]!r}", value))
     return value
 
 

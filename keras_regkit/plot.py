@@ -7,12 +7,22 @@ cell's value. Needs matplotlib: `pip install "keras-regkit[plot]"`;
 `import keras_regkit` does not import it.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_regkit import _attach
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from keras_regkit._shrinkage_report import ShrinkageReport
 
 _TRAIN_COLOR, _VALIDATION_COLOR, _MARK_COLOR = "#1f77b4", "#d62728", "#555555"
 
@@ -50,7 +60,12 @@ def _history_dict(history):
     )
 
 
-def plot_learning_curves(history, early_stopping=None, *, metric="loss"):
+def plot_learning_curves(
+    history: keras.callbacks.History | dict[str, Any],
+    early_stopping: keras.callbacks.Callback | None = None,
+    *,
+    metric: str = "loss",
+) -> Figure:
     """Training against validation curves, with where overfitting begins.
 
     Marks the overfitting onset, the epoch with the lowest validation value
@@ -142,6 +157,7 @@ def _named_weights(source, argument):
             name: np.ravel(keras.ops.convert_to_numpy(variable))
             for name, variable in _attach.selected_weights(source)
         }
+    items: Iterable[tuple[Any, Any]]
     if isinstance(source, dict):
         items = source.items()
     elif isinstance(source, (list, tuple)):
@@ -158,7 +174,17 @@ def _named_weights(source, argument):
     }
 
 
-def plot_weight_histograms(model_or_weights, before=None, *, bins=60):
+def plot_weight_histograms(
+    model_or_weights: keras.layers.Layer
+    | Mapping[str, ArrayLike]
+    | Sequence[ArrayLike],
+    before: keras.layers.Layer
+    | Mapping[str, ArrayLike]
+    | Sequence[ArrayLike]
+    | None = None,
+    *,
+    bins: int = 60,
+) -> Figure:
     """Histograms of the kernels' values, optionally before and after.
 
     Args:
@@ -219,7 +245,7 @@ def plot_weight_histograms(model_or_weights, before=None, *, bins=60):
     return figure
 
 
-def plot_shrinkage_path(report):
+def plot_shrinkage_path(report: ShrinkageReport) -> Figure:
     """The validation metric and sparsity along a `shrink` path.
 
     Args:
@@ -289,7 +315,9 @@ def plot_shrinkage_path(report):
     return figure
 
 
-def plot_strength_sweep(results, *, xlabel="regularization strength"):
+def plot_strength_sweep(
+    results: dict[float, Any], *, xlabel: str = "regularization strength"
+) -> Figure:
     """Metrics against a penalty's strength, on a log scale.
 
     Args:
@@ -320,7 +348,7 @@ def plot_strength_sweep(results, *, xlabel="regularization strength"):
             "Invalid value received for argument `results`: strengths must "
             f"be positive numbers (log scale). Received: {strengths!r}"
         )
-    curves = {}
+    curves: dict[str, list[tuple[float, float]]] = {}
     for strength in strengths:
         value = results[strength]
         named = value if isinstance(value, dict) else {"metric": value}

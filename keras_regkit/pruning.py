@@ -21,12 +21,15 @@ Example:
 """
 
 import numbers
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
 from keras_regkit import _config, _validation
 from keras_regkit._config import ConfigByKeys
+
+_ScheduleT = TypeVar("_ScheduleT", bound="PruningSchedule")
 
 __all__ = [
     "ConstantSparsity",
@@ -46,7 +49,7 @@ class PruningSchedule(ConfigByKeys):
     end_step = -1
     frequency = 1
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> tuple[bool, float]:
         """`(should_prune, sparsity)` at `step`, as TF-MOT's schedules give.
 
         Args:
@@ -55,7 +58,7 @@ class PruningSchedule(ConfigByKeys):
         """
         return self.should_prune(step), self.sparsity(step)
 
-    def should_prune(self, step):
+    def should_prune(self, step: int) -> bool:
         """Whether pruning happens at `step`."""
         step = _validation.non_negative_int("step", step)
         in_range = step >= self.begin_step and (
@@ -63,12 +66,14 @@ class PruningSchedule(ConfigByKeys):
         )
         return in_range and (step - self.begin_step) % self.frequency == 0
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         """The target sparsity at `step`, a float in [0, 1)."""
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(
+        cls: type[_ScheduleT], config: dict[str, Any]
+    ) -> _ScheduleT:
         return cls(**config)
 
 
@@ -139,13 +144,13 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(
         self,
-        initial_sparsity,
-        final_sparsity,
-        begin_step,
-        end_step,
-        power=3,
-        frequency=100,
-    ):
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ) -> None:
         self.initial_sparsity = _validation.rate(
             "initial_sparsity", initial_sparsity
         )
@@ -155,7 +160,7 @@ class PolynomialDecay(PruningSchedule):
         )
         self.power = _validation.positive_float("power", power)
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         step = _validation.non_negative_int("step", step)
         if self.end_step == self.begin_step:
             progress = 1.0 if step >= self.begin_step else 0.0
@@ -191,7 +196,13 @@ class ConstantSparsity(PruningSchedule):
 
     _config_keys = ("target_sparsity", "begin_step", "end_step", "frequency")
 
-    def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
+    def __init__(
+        self,
+        target_sparsity: float,
+        begin_step: int,
+        end_step: int = -1,
+        frequency: int = 100,
+    ) -> None:
         self.target_sparsity = _validation.rate(
             "target_sparsity", target_sparsity
         )
@@ -199,6 +210,6 @@ class ConstantSparsity(PruningSchedule):
             begin_step, end_step, frequency, endless=True
         )
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         _validation.non_negative_int("step", step)
         return self.target_sparsity

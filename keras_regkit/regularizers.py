@@ -19,6 +19,7 @@ Conventions shared by all of them:
 """
 
 import math
+from typing import Any, TypeAlias, TypeVar
 
 import keras
 import numpy as np
@@ -38,6 +39,12 @@ __all__ = [
     "serialize",
     "with_strength",
 ]
+
+# What `get` resolves: a regularizer, a name, a config dict, or None.
+_Identifier: TypeAlias = (
+    keras.regularizers.Regularizer | str | dict[str, Any] | None
+)
+_PenaltyT = TypeVar("_PenaltyT", bound="_Penalty")
 
 _HALF_PRECISION = ("float16", "bfloat16")
 _FLOAT32_TINY = 1.1754943508222875e-38
@@ -130,9 +137,9 @@ class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
     `_strength_keys`.
     """
 
-    _strength_keys = ()
+    _strength_keys: tuple[str, ...] = ()
 
-    def scaled(self, factor):
+    def scaled(self: _PenaltyT, factor: float) -> _PenaltyT:
         """The same penalty with every strength multiplied by `factor`.
 
         Args:
@@ -153,7 +160,7 @@ class _Penalty(ConfigByKeys, keras.regularizers.Regularizer):
             config[key] = config[key] * factor
         return type(self).from_config(config)
 
-    def prox(self, w, step):
+    def prox(self, w: Any, step: Any) -> Any:
         """The proximal operator: `argmin_x 1/2 ||x - w||^2 + step * R(x)`.
 
         One proximal-gradient step on a loss plus this penalty `R` is a
@@ -205,14 +212,14 @@ class L1(_Penalty):
     _config_keys = ("l1",)
     _strength_keys = ("l1",)
 
-    def __init__(self, l1=0.01):
+    def __init__(self, l1: float = 0.01) -> None:
         self.l1 = _validation.non_negative_float("l1", l1)
 
     def _prox(self, x, step):
         # Soft-thresholding: sign(w) * max(|w| - step * l1, 0).
         return _proximal.soft_threshold(x, step * self.l1)
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         x = _penalty_input(x)
         l1 = self.l1
 
@@ -247,7 +254,7 @@ class L2(_Penalty):
     _config_keys = ("l2",)
     _strength_keys = ("l2",)
 
-    def __init__(self, l2=0.01):
+    def __init__(self, l2: float = 0.01) -> None:
         self.l2 = _validation.non_negative_float("l2", l2)
 
     def _prox(self, x, step):
@@ -255,7 +262,7 @@ class L2(_Penalty):
         return x / (1.0 + 2.0 * step * self.l2)
 
     @classmethod
-    def from_weight_decay(cls, weight_decay):
+    def from_weight_decay(cls, weight_decay: float) -> "L2":
         """The `L2` that matches decoupled weight decay under plain SGD.
 
         Decoupled weight decay (`keras.optimizers.SGD(weight_decay=wd)`,
@@ -279,7 +286,7 @@ class L2(_Penalty):
         return cls(l2=weight_decay / 2.0)
 
     @classmethod
-    def from_course_lambda(cls, lambda_, num_examples):
+    def from_course_lambda(cls, lambda_: float, num_examples: int) -> "L2":
         """The `L2` for the course cost `J = L + lambda/(2m) * sum ||W||^2`.
 
         `L` is the mean loss over the `m` training examples, as Keras's
@@ -301,7 +308,7 @@ class L2(_Penalty):
         num_examples = _validation.positive_int("num_examples", num_examples)
         return cls(l2=lambda_ / (2.0 * num_examples))
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         x = _penalty_input(x)
         l2 = self.l2
 
@@ -335,7 +342,7 @@ class ElasticNet(_Penalty):
     _config_keys = ("l1", "l2")
     _strength_keys = ("l1", "l2")
 
-    def __init__(self, l1=0.01, l2=0.01):
+    def __init__(self, l1: float = 0.01, l2: float = 0.01) -> None:
         self.l1 = _validation.non_negative_float("l1", l1)
         self.l2 = _validation.non_negative_float("l2", l2)
 
@@ -344,7 +351,7 @@ class ElasticNet(_Penalty):
         return _proximal.elastic_net(x, step * self.l1, step * self.l2)
 
     @classmethod
-    def from_ratio(cls, alpha, l1_ratio):
+    def from_ratio(cls, alpha: float, l1_ratio: float) -> "ElasticNet":
         """Builds the penalty from scikit-learn's parametrization.
 
         scikit-learn's `ElasticNet` penalises
@@ -365,7 +372,7 @@ class ElasticNet(_Penalty):
         l1_ratio = _validation.unit_interval_float("l1_ratio", l1_ratio)
         return cls(l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio) / 2.0)
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         x = _penalty_input(x)
         l1, l2 = self.l1, self.l2
 
@@ -467,7 +474,7 @@ class ExpAbs(_Penalty):
     _config_keys = ("strength", "scale")
     _strength_keys = ("strength",)
 
-    def __init__(self, strength=0.01, scale=1.0):
+    def __init__(self, strength: float = 0.01, scale: float = 1.0) -> None:
         self.strength = _validation.non_negative_float("strength", strength)
         self.scale = _validation.positive_float("scale", scale)
         if self.scale < _FLOAT32_TINY:
@@ -479,7 +486,7 @@ class ExpAbs(_Penalty):
         _check_exp_abs_bounds(self.strength, self.scale)
 
     @staticmethod
-    def exact_limit(dtype):
+    def exact_limit(dtype: Any) -> float:
         """The `|w| / scale` up to which the formula is applied exactly.
 
         Args:
@@ -492,7 +499,7 @@ class ExpAbs(_Penalty):
             return 10.0
         return 40.0
 
-    def prox(self, w, step):
+    def prox(self, w: Any, step: Any) -> Any:
         """The exact proximal operator of this penalty (see `Regularizer`).
 
         Weights with `|w| <= step * strength / scale` become exactly zero,
@@ -526,7 +533,7 @@ class ExpAbs(_Penalty):
         )
         return ops.cast(shrunk, dtype)
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         x = _read(x)
         limit = self.exact_limit(x.dtype)
         x = _penalty_input(x)
@@ -587,7 +594,12 @@ class GroupLasso(_Penalty):
     _config_keys = ("strength", "axis", "heads")
     _strength_keys = ("strength",)
 
-    def __init__(self, strength=0.01, axis=-1, heads=None):
+    def __init__(
+        self,
+        strength: float = 0.01,
+        axis: int | tuple[int, ...] | list[int] = -1,
+        heads: int | None = None,
+    ) -> None:
         self.strength = _validation.non_negative_float("strength", strength)
         self.axis = _validation.axis("axis", axis)
         if heads is not None:
@@ -599,7 +611,7 @@ class GroupLasso(_Penalty):
                 )
         self.heads = heads
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         if self.heads is None:
             del config["heads"]  # the configs saved before `heads` existed
@@ -643,7 +655,7 @@ class GroupLasso(_Penalty):
             )
         return tuple(i for i in range(ndim) if i not in normalized)
 
-    def group_norms(self, x):
+    def group_norms(self, x: Any) -> np.ndarray:
         """The L2 norm of each group of `x`, as a flat numpy array.
 
         Groups come in the order of their index along the group axes (head
@@ -661,7 +673,7 @@ class GroupLasso(_Penalty):
         threshold = step * self.strength * math.sqrt(group_size)
         return _proximal.group_soft_threshold(x, threshold, reduction_axes)
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         x = _penalty_input(x)
         reduction_axes = self._reduction_axes(x.shape)
         group_size = math.prod(x.shape[i] for i in reduction_axes)
@@ -694,16 +706,17 @@ NAMES = tuple(_BY_NAME)
 """The names `get` and `with_strength` understand."""
 
 
-def serialize(regularizer):
+def serialize(regularizer: keras.regularizers.Regularizer) -> dict[str, Any]:
     """Returns the config dict Keras saves for `regularizer`."""
     return keras.saving.serialize_keras_object(regularizer)
 
 
-def get(identifier):
+def get(identifier: _Identifier) -> keras.regularizers.Regularizer | None:
     """Resolves a regularizer from a name, a config dict or an instance.
 
     Args:
         identifier: one of
+
             - `None` (no penalty), returned as is;
             - a `keras.regularizers.Regularizer` instance (ours or not),
               returned as is;
@@ -731,7 +744,7 @@ def get(identifier):
     return _resolve(identifier, "identifier")
 
 
-def with_strength(name, strength):
+def with_strength(name: str, strength: float) -> keras.regularizers.Regularizer:
     """The regularizer called `name`, every strength set to `strength`.
 
     Args:

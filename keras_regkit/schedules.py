@@ -14,12 +14,15 @@ Example:
 
 import math
 import numbers
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
 from keras_regkit import _config, _validation
 from keras_regkit._config import ConfigByKeys
+
+_ScheduleT = TypeVar("_ScheduleT", bound="_Schedule")
 
 __all__ = [
     "Constant",
@@ -48,7 +51,9 @@ class _Schedule(ConfigByKeys):
     """Base of the schedules: a config from `_config_keys`."""
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(
+        cls: type[_ScheduleT], config: dict[str, Any]
+    ) -> _ScheduleT:
         return cls(**config)
 
 
@@ -67,10 +72,10 @@ class Constant(_Schedule):
 
     _config_keys = ("rate",)
 
-    def __init__(self, rate):
+    def __init__(self, rate: float) -> None:
         self.rate = _validation.rate("rate", rate)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         _epoch(epoch)
         return self.rate
 
@@ -95,12 +100,12 @@ class LinearRamp(_Schedule):
 
     _config_keys = ("start", "stop", "epochs")
 
-    def __init__(self, start, stop, epochs):
+    def __init__(self, start: float, stop: float, epochs: int) -> None:
         self.start = _validation.rate("start", start)
         self.stop = _validation.rate("stop", stop)
         self.epochs = _validation.positive_int("epochs", epochs)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         progress = min(_epoch(epoch), self.epochs) / self.epochs
         return self.start + (self.stop - self.start) * progress
 
@@ -130,9 +135,9 @@ class Curriculum(_Schedule):
 
     _config_keys = ("max_rate", "gamma")
 
-    def __init__(self, max_rate, gamma):
+    def __init__(self, max_rate: float, gamma: float) -> None:
         self.max_rate = _validation.rate("max_rate", max_rate)
         self.gamma = _validation.positive_float("gamma", gamma)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         return self.max_rate * -math.expm1(-self.gamma * _epoch(epoch))

@@ -31,18 +31,30 @@ Example:
 
 import fnmatch
 import inspect
+from collections.abc import Callable
+from typing import TypeAlias
 
 import keras
 
 __all__ = [
+    "LayerSelector",
     "matches",
     "select",
     "sublayers",
     "walk",
 ]
 
+_OneSelector: TypeAlias = (
+    str | type[keras.layers.Layer] | Callable[[keras.layers.Layer], bool]
+)
+LayerSelector: TypeAlias = (
+    _OneSelector | list[_OneSelector] | tuple[_OneSelector, ...]
+)
+"""A selector: a name or glob pattern, a layer class, a predicate, or a
+list or tuple of these (see the module docstring)."""
 
-def sublayers(layer):
+
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers directly inside `layer`, in the order Keras tracks them."""
     if isinstance(layer, keras.Model):
         return list(layer.layers)
@@ -79,7 +91,7 @@ def _walk_with_ancestors(root):
         yield from visit(root, "", ())
 
 
-def walk(model):
+def walk(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer]]:
     """Lists every layer inside `model`, depth first.
 
     Args:
@@ -136,7 +148,9 @@ def _check_selector(selector, name="layers"):
         )
 
 
-def matches(selector, path, layer):
+def matches(
+    selector: LayerSelector, path: str, layer: keras.layers.Layer
+) -> bool:
     """Whether `selector` picks the layer itself (not its ancestors)."""
     if isinstance(selector, (list, tuple)):
         return any(matches(item, path, layer) for item in selector)
@@ -149,7 +163,9 @@ def matches(selector, path, layer):
     return bool(selector(layer))
 
 
-def select(model, selector):
+def select(
+    model: keras.layers.Layer, selector: LayerSelector
+) -> list[tuple[str, keras.layers.Layer]]:
     """The layers of `model` chosen by `selector`.
 
     A layer is chosen when the selector matches it or any layer enclosing it.

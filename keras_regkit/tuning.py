@@ -13,6 +13,8 @@ import it.
 
 import copy
 import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import keras
 
@@ -27,6 +29,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess
 from keras_regkit import _attach, _validation, regularizers, selectors
 from keras_regkit.callbacks._early_stopping import EarlyStopping
 from keras_regkit.callbacks._weight_shrinkage import WeightShrinkage
+from keras_regkit.selectors import LayerSelector
 
 __all__ = [
     "DEFAULT_KINDS",
@@ -40,6 +43,7 @@ KINDS = ("none", "l1", "l2", "elastic_net", "exp_abs", "group_lasso")
 """The penalty kinds `hp_regularizer` can search."""
 
 DEFAULT_KINDS = ("none", "l1", "l2", "elastic_net", "exp_abs")
+"""The kinds `hp_regularizer` and `RegularizedHyperModel` search by default."""
 
 
 def _check_kinds(kinds):
@@ -95,12 +99,12 @@ def _penalty(kind, strength, l1_ratio):
 
 
 def hp_regularizer(
-    hp,
-    name="regularizer",
-    kinds=DEFAULT_KINDS,
-    min_value=1e-6,
-    max_value=1e-1,
-):
+    hp: keras_tuner.HyperParameters,
+    name: str = "regularizer",
+    kinds: Iterable[str] = DEFAULT_KINDS,
+    min_value: float = 1e-6,
+    max_value: float = 1e-1,
+) -> keras.regularizers.Regularizer | None:
     """Registers a penalty choice in a keras-tuner search space.
 
     Registers the choice `name` among `kinds` and, for each kind that has a
@@ -162,7 +166,13 @@ def hp_regularizer(
     return chosen
 
 
-def hp_dropout(hp, name="dropout", min_value=0.0, max_value=0.5, step=0.1):
+def hp_dropout(
+    hp: keras_tuner.HyperParameters,
+    name: str = "dropout",
+    min_value: float = 0.0,
+    max_value: float = 0.5,
+    step: float = 0.1,
+) -> float:
     """Registers a dropout rate in a keras-tuner search space.
 
     Args:
@@ -257,18 +267,20 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
 
     def __init__(
         self,
-        build_model,
+        build_model: Callable[..., keras.Model],
         *,
-        per_layer=False,
-        kinds=DEFAULT_KINDS,
-        layers=None,
-        min_value=1e-6,
-        max_value=1e-1,
-        early_stopping=None,
-        shrinkage=None,
-        name=None,
-        tunable=True,
-    ):
+        per_layer: bool = False,
+        kinds: Iterable[str] = DEFAULT_KINDS,
+        layers: LayerSelector | None = None,
+        min_value: float = 1e-6,
+        max_value: float = 1e-1,
+        early_stopping: keras.callbacks.EarlyStopping
+        | EarlyStopping
+        | None = None,
+        shrinkage: WeightShrinkage | None = None,
+        name: str | None = None,
+        tunable: bool = True,
+    ) -> None:
         super().__init__(
             name=name, tunable=_validation.flag("tunable", tunable)
         )
@@ -302,7 +314,7 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
         self.early_stopping = early_stopping
         self.shrinkage = shrinkage
 
-    def build(self, hp):
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         if _takes_hp(self.build_model):
             model = self.build_model(hp)
         else:
@@ -328,7 +340,14 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
                 _attach.regularize(model, kernel=penalty, layers=_among(chosen))
         return model
 
-    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+    def fit(
+        self,
+        hp: keras_tuner.HyperParameters,
+        model: keras.Model,
+        *args: Any,
+        callbacks: Iterable[keras.callbacks.Callback] | None = None,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         callbacks = list(callbacks or [])
         for extra in (self.early_stopping, self.shrinkage):
             if extra is not None:

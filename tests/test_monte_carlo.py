@@ -634,3 +634,36 @@ def test_the_dropout_inside_recurrent_cells_is_left_off_with_a_warning():
     ):
         _, std = keras_regkit.mc_predict(model, np.ones((2, 3, 2)), samples=64)
     assert np.all(std > 0)
+
+
+# 5 rows, 4 samples, at most 4 rows a pass: 4 copies of 1 row, 5 passes.
+def _five_passes(verbose):
+    model = _linear_model(Dropout(0.3))
+    return keras_regkit.mc_predict(
+        model, _inputs(rows=5), samples=4, batch_size=4, seed=0, verbose=verbose
+    )
+
+
+def test_verbose_1_shows_a_progress_bar_over_the_passes(capsys):
+    _five_passes(verbose=1)
+    out = capsys.readouterr().out
+    # Keras's Progbar, redrawn in place: one line, ending at 5 of 5.
+    assert out.count("\n") == 1
+    assert "5/5" in out.split("\r")[-1] and "/pass" in out
+
+
+@pytest.mark.parametrize("verbose, lines", [(0, 0), (2, 1)])
+def test_verbose_0_is_silent_and_2_writes_one_line(capsys, verbose, lines):
+    _five_passes(verbose=verbose)
+    out = capsys.readouterr().out
+    assert out.count("\n") == lines
+    if lines:
+        assert out.startswith("5/5")
+
+
+def test_auto_verbosity_shows_progress_beyond_one_pass(capsys):
+    model = _linear_model(Dropout(0.3))
+    keras_regkit.mc_predict(model, _inputs(rows=5), samples=4, seed=0)
+    assert capsys.readouterr().out == ""  # one pass: nothing to follow
+    _five_passes(verbose="auto")
+    assert "5/5" in capsys.readouterr().out

@@ -7,6 +7,7 @@ logs dict the callback fills is the one `History` records.
 
 import copy
 import csv
+import pathlib
 
 import keras
 import numpy as np
@@ -273,6 +274,9 @@ def test_a_selector_matching_only_layers_without_kernel_fails():
         ({"zero_tol": "0"}, TypeError, "zero_tol='0'"),
         ({"layers": 3}, TypeError, "layers=3"),
         ({"layers": []}, ValueError, r"non-empty list.*layers=\[\]"),
+        ({"log_dir": 3}, TypeError, r"folder path\. Received: log_dir=3$"),
+        ({"histogram_freq": 0}, ValueError, "histogram_freq=0$"),
+        ({"histogram_freq": 1.5}, TypeError, r"histogram_freq=1\.5$"),
     ],
 )
 def test_arguments_are_checked_when_built(kwargs, error, match):
@@ -362,3 +366,85 @@ def _plain_keys():
     monitor = RegularizationMonitor()
     monitor.set_model(model)
     return monitor.values()
+
+
+def _events(folder):
+    """`{tag: {step: array}}` of the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                array = tf.make_ndarray(value.tensor)
+                found.setdefault(value.tag, {})[event.step] = array
+    return found
+
+
+def test_tensorboard_records_every_logged_number_as_a_scalar(tmp_path):
+    model = _dense_model("a", "c")
+    board = keras.callbacks.TensorBoard(tmp_path, write_graph=False)
+    history = _fit(model, [RegularizationMonitor(), board], epochs=3)
+    events = _events(tmp_path / "train")
+    logged = [key for key in history.history if key != "loss"]
+    assert {"penalty", "penalty/a", "kernel_norm/c", "zero_fraction/out"} <= (
+        set(logged)
+    )
+    for key in logged:
+        steps = events[f"epoch_{key}"]
+        assert sorted(steps) == [0, 1, 2]
+        np.testing.assert_allclose(
+            [float(steps[step]) for step in range(3)],
+            history.history[key],
+            rtol=1e-6,
+        )
+
+
+def test_log_dir_writes_kernel_histograms_and_sparsity(tmp_path):
+    model = _dense_model()
+    kernel = _numpy(model.get_layer("a").kernel)
+    kernel[0] = 0.0  # 3 of its 12 entries
+    model.get_layer("a").kernel.assign(kernel)
+    snapshots = _Snapshot()
+    monitor = RegularizationMonitor(
+        layers=["a", "out"], log_dir=tmp_path, histogram_freq=2
+    )
+    board = keras.callbacks.TensorBoard(tmp_path, write_graph=False)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    x[:, 0] = 0.0  # no gradient reaches the zeroed row: it stays zero
+    y = rng.normal(size=(16, 1)).astype("float32")
+    _fit(model, [monitor, board, snapshots], epochs=4, x=x, y=y)
+    events = _events(tmp_path / "train")
+    assert {"weights/a", "weights/out", "sparsity/a", "epoch_penalty"} <= set(
+        events
+    )
+    for key in ("a", "out"):
+        path = model.get_layer(key).kernel.path
+        assert sorted(events[f"weights/{key}"]) == [1, 3]  # epochs 2 and 4
+        for step in (1, 3):
+            weights = snapshots.epochs[step][path]
+            # TensorBoard's histogram: rows of (left edge, right edge, count)
+            buckets = events[f"weights/{key}"][step]
+            assert buckets[:, 2].sum() == weights.size
+            assert buckets[0, 0] == pytest.approx(weights.min(), abs=1e-6)
+            assert buckets[-1, 1] == pytest.approx(weights.max(), abs=1e-6)
+            assert float(events[f"sparsity/{key}"][step]) == pytest.approx(
+                np.mean(weights == 0.0)
+            )
+    assert float(events["sparsity/a"][3]) == 0.25
+    assert float(events["sparsity/out"][3]) == 0.0
+
+
+def test_write_histograms_outside_fit_and_without_log_dir(tmp_path):
+    model = _dense_model()
+    monitor = RegularizationMonitor(layers="b", log_dir=tmp_path / "run")
+    monitor.set_model(model)
+    monitor.write_histograms(step=7)
+    events = _events(tmp_path / "run" / "train")
+    assert sorted(events) == ["sparsity/b", "weights/b"]
+    assert list(events["weights/b"]) == [7]
+    plain = RegularizationMonitor()
+    plain.set_model(model)
+    with pytest.raises(ValueError, match=r"needs a `log_dir`"):
+        plain.write_histograms(step=0)

@@ -428,12 +428,36 @@ def test_report_prints_and_serialises():
     assert document["chosen_level"] == report.chosen_level
 
 
-def test_verbose_prints_one_line_per_level(capsys):
+def test_verbose_1_shows_a_progress_bar_over_the_levels(capsys):
     train, validation = _regression()
     model = _fitted_linear(train)
     shrink(model, validation, method="scale", levels=[0.1, 1.0], verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and "level=1.0" in lines[-1]
+    out = capsys.readouterr().out
+    # One bar, redrawn in place (Keras's Progbar), ending at 3 of 3 points.
+    assert out.count("\n") == 1 and out.endswith("\n")
+    final = out.split("\r")[-1]
+    assert "3/3" in final and "level: 1.0000" in final and "zeros:" in final
+
+
+def test_verbose_2_writes_one_line_per_level(capsys):
+    train, validation = _regression()
+    model = _fitted_linear(train)
+    shrink(model, validation, method="scale", levels=[0.1, 1.0], verbose=2)
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 3 and "\r" not in "".join(lines)
+    assert "1/3" in lines[0] and "2/3" in lines[1] and "3/3" in lines[2]
+    assert "level: 0.1000" in lines[1] and "loss:" in lines[1]
+
+
+def test_verbose_goes_where_keras_logs(capsys):
+    train, validation = _regression()
+    model = _fitted_linear(train)
+    keras.config.disable_interactive_logging()
+    try:
+        shrink(model, validation, method="scale", levels=[0.1], verbose=1)
+    finally:
+        keras.config.enable_interactive_logging()
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize(

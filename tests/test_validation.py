@@ -318,14 +318,20 @@ def _bad_flags(call, name):
     ]
 
 
-def _bad_verbosity(call):
+def _bad_verbosity(call, top=1):
+    """Rows for a `verbose` argument that takes 0 to `top`, nothing else."""
+    accepted = "0 or 1" if top == 1 else "0, 1 or 2"
     return [
         (
             lambda: call("loud"),
             ValueError,
             r"`verbose`.*Received: verbose='loud'",
         ),
-        (lambda: call(2), ValueError, r"0 or 1\. Received: verbose=2"),
+        (
+            lambda: call(top + 1),
+            ValueError,
+            rf"{accepted}\. Received: verbose={top + 1}",
+        ),
         (lambda: call(-1), ValueError, r"Received: verbose=-1"),
         (lambda: call(None), ValueError, r"Received: verbose=None"),
         (lambda: call(True), ValueError, r"Received: verbose=True"),
@@ -425,7 +431,7 @@ ROWS += [
     # WeightShrinkage checks shrink's options when it is built.
     *_bad_flags(lambda v: _weight_shrinkage(bias=v), "bias"),
     *_bad_flags(lambda v: _weight_shrinkage(proximal=v), "proximal"),
-    *_bad_verbosity(lambda v: _weight_shrinkage(verbose=v)),
+    *_bad_verbosity(lambda v: _weight_shrinkage(verbose=v), top=2),
     (
         lambda: _weight_shrinkage(tolerance=float("nan")),
         ValueError,

@@ -1,9 +1,18 @@
 """Deep copies of callbacks that leave the model and its run state behind."""
 
 import copy
+from collections.abc import Collection
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
-def copy_without_run_state(callback, memo, run_state, shared=()):
+def copy_without_run_state(
+    callback: _T,
+    memo: dict[int, Any],
+    run_state: Collection[str],
+    shared: Collection[str] = (),
+) -> _T:
     """A deep copy of `callback` without the model or its run state.
 
     The attributes named in `run_state` (references to the model's layers

@@ -1,12 +1,15 @@
 """Changes the rates of Dropout and DropPath layers from epoch to epoch."""
 
+from typing import Any
+
 import keras
 
-from keras_regkit import selectors
+from keras_regkit import _console, selectors
 from keras_regkit.callbacks._copying import copy_without_run_state
-from keras_regkit.callbacks._scheduling import EpochScheduler
+from keras_regkit.callbacks._scheduling import EpochScheduler, Schedule
 from keras_regkit.layers import Dropout
 from keras_regkit.layers._stochastic import StochasticLayer
+from keras_regkit.selectors import LayerSelector
 
 
 class DropoutScheduler(EpochScheduler):
@@ -68,19 +71,26 @@ class DropoutScheduler(EpochScheduler):
     def _accept(rate):
         return 0.0 <= rate < 1.0
 
-    def __init__(self, schedule, layers=None, verbose=0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        layers: LayerSelector | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(schedule, layers, verbose)
-        self._targets = None
+        self._targets: list[tuple[str, StochasticLayer]] | None = None
 
     def __deepcopy__(self, memo):
         return copy_without_run_state(self, memo, ("_targets",))
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._targets = self._find_targets()
         for epoch in range(self.params.get("epochs") or 0):
             self._rates(epoch)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         rates = self._rates(epoch)
         for layer, rate in rates.items():
             layer.rate = rate
@@ -88,16 +98,21 @@ class DropoutScheduler(EpochScheduler):
             described = ", ".join(
                 f"{layer.name}={rate:.4g}" for layer, rate in rates.items()
             )
-            print(f"\nEpoch {epoch + 1}: DropoutScheduler set {described}.")
+            _console.write_line(
+                f"\nEpoch {epoch + 1}: DropoutScheduler set {described}."
+            )
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if logs is None:
             return
+        assert self._targets is not None  # set by on_train_begin
         rates = {layer.rate for _, layer in self._targets}
         if len(rates) == 1:
             logs["dropout_rate"] = rates.pop()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._targets = None  # hold no reference to the model's layers
 
     def _find_targets(self):
@@ -137,6 +152,7 @@ class DropoutScheduler(EpochScheduler):
 
     def _rates(self, epoch):
         """`{layer: rate}` for `epoch`; raises on a bad schedule value."""
+        assert self._targets is not None  # set by on_train_begin
         rates = self._scheduled(epoch, [path for path, _ in self._targets])
         return {
             layer: rates[path] for path, layer in self._targets if path in rates

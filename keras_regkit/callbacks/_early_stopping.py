@@ -3,10 +3,11 @@
 import copy
 import math
 import warnings
+from typing import Any
 
 import keras
 
-from keras_regkit import _metrics, _validation, _weights
+from keras_regkit import _console, _metrics, _validation, _weights
 from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.callbacks._prechelt import PrecheltCriterion
 
@@ -103,25 +104,25 @@ class EarlyStopping(keras.callbacks.Callback):
 
     def __init__(
         self,
-        monitor="val_loss",
-        min_delta=0,
-        patience=0,
-        verbose=0,
-        mode="auto",
-        baseline=None,
-        restore_best_weights=False,
-        start_from_epoch=0,
+        monitor: str = "val_loss",
+        min_delta: float = 0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
         *,
-        min_delta_mode="abs",
-        check_finite=False,
-        stopping_threshold=None,
-        divergence_threshold=None,
-        strict=False,
-        criterion="patience",
-        alpha=None,
-        strip_length=5,
-        training_key="loss",
-    ):
+        min_delta_mode: str = "abs",
+        check_finite: bool = False,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        strict: bool = False,
+        criterion: str = "patience",
+        alpha: float | None = None,
+        strip_length: int = 5,
+        training_key: str = "loss",
+    ) -> None:
         super().__init__()
         if not isinstance(monitor, str):
             raise TypeError(
@@ -166,7 +167,7 @@ class EarlyStopping(keras.callbacks.Callback):
         self.monitor_op = None
         self._reset()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         keys = (
             "monitor",
             "min_delta",
@@ -192,7 +193,7 @@ class EarlyStopping(keras.callbacks.Callback):
         # Not the model, nor the snapshot of its weights.
         return copy_without_run_state(self, memo, ("best_weights",))
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # Allow instances to be re-used across `model.fit()` calls.
         self._reset()
 
@@ -250,7 +251,9 @@ class EarlyStopping(keras.callbacks.Callback):
         self.stop_reason = reason
         self.model.stop_training = True
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if self.monitor_op is None:
             self._set_monitor_op()
             if self._prechelt and self.monitor_op is keras.ops.greater:
@@ -310,17 +313,17 @@ class EarlyStopping(keras.callbacks.Callback):
                 f"(patience {self.patience})",
             )
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.stop_reason is None and self.model.stop_training:
             self.stop_reason = "another callback stopped training"
         if self.stopped_epoch > 0 and self.verbose > 0:
-            print(
+            _console.write_line(
                 f"Epoch {self.stopped_epoch + 1}: early stopping: "
                 f"{self.stop_reason}."
             )
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(
+                _console.write_line(
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.best_epoch + 1}."
                 )

@@ -1,12 +1,14 @@
 """`GradualPruning`: magnitude pruning during `fit`, with no wrapper layers."""
 
 import dataclasses
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_regkit import (
+    _console,
     _masks,
     _penalty_state,
     _validation,
@@ -14,6 +16,7 @@ from keras_regkit import (
 )
 from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.pruning import PruningSchedule
+from keras_regkit.selectors import LayerSelector
 
 _RUN_STATE = ("_targets", "_epoch_start", "_last_step")
 
@@ -180,12 +183,12 @@ class GradualPruning(keras.callbacks.Callback):
 
     def __init__(
         self,
-        schedule,
-        layers=None,
-        scope="layer",
-        structure=None,
-        verbose=0,
-    ):
+        schedule: PruningSchedule,
+        layers: LayerSelector | None = None,
+        scope: str = "layer",
+        structure: _masks.Structure = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__()
         if not isinstance(schedule, PruningSchedule):
             raise TypeError(
@@ -202,11 +205,11 @@ class GradualPruning(keras.callbacks.Callback):
         self._structure = _masks.check_structure(structure)
         self.verbose = _validation.verbosity("verbose", verbose)
         _check_fixed_sparsity(self._structure, structure, schedule)
-        self._targets = None
+        self._targets: list[_Masked] | None = None
         self._epoch_start = 0
         self._last_step = -1
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "schedule": self.schedule,
             "layers": self.layers,
@@ -220,7 +223,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     # -- fit ---------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         self.release(model)
         self._targets = self._find_targets(model)
@@ -238,11 +241,15 @@ class GradualPruning(keras.callbacks.Callback):
         # `fit` built its train function before this callback ran.
         _penalty_state.refresh_compiled_functions(model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         # `self.model` brings JAX's training state back to the variables.
         self._epoch_start = int(_numpy(self.model.optimizer.iterations))
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(
+        self, batch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         step = self._epoch_start + batch
         due = _last_pruning_step(self.schedule, step, after=self._last_step)
         self._last_step = step
@@ -253,17 +260,19 @@ class GradualPruning(keras.callbacks.Callback):
                 # JAX traced the masks into the step as constants.
                 self._model.make_train_function(force=True)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if logs is not None:
             logs["sparsity"] = self.sparsity()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.release(self.model)
         self._targets = None
 
     # -- state -------------------------------------------------------------
 
-    def sparsity(self):
+    def sparsity(self) -> float | None:
         """The fraction of the pruned kernels' entries that are 0.0.
 
         Returns:
@@ -279,7 +288,7 @@ class GradualPruning(keras.callbacks.Callback):
         return zeros / total
 
     @staticmethod
-    def release(model):
+    def release(model: keras.Model) -> int:
         """Takes off the masks `GradualPruning` put on the model's weights.
 
         `fit` does this by itself when it ends normally; call it after a
@@ -317,6 +326,7 @@ class GradualPruning(keras.callbacks.Callback):
             Whether any mask changed (a constant schedule, once reached,
             changes none: the pruned entries are the smallest, at 0).
         """
+        assert self._targets is not None  # set by on_train_begin
         sparsity = self.schedule.sparsity(step)
         targets = [masked.target for masked in self._targets]
         kernels = [_numpy(target.kernel) for target in targets]
@@ -343,9 +353,10 @@ class GradualPruning(keras.callbacks.Callback):
                 keep = _masks.unit_mask(mask, masked.target.unit_axes)
                 masked.bias_mask.assign(keep)
                 bias = masked.target.bias
+                assert bias is not None  # it has a mask
                 bias.assign(_numpy(bias) * keep)
         if self.verbose:
-            print(
+            _console.write_line(
                 f"\nStep {step}: GradualPruning pruned to sparsity "
                 f"{self.sparsity():.4f} (target {sparsity:.4f})."
             )

@@ -1,13 +1,15 @@
 """Changes the strengths of weight penalties from epoch to epoch."""
 
 import math
+from typing import Any
 
 import keras
 
-from keras_regkit import _attach, _penalty_state, selectors
+from keras_regkit import _attach, _console, _penalty_state, selectors
 from keras_regkit._penalty_state import current_penalty, set_penalty
 from keras_regkit.callbacks._copying import copy_without_run_state
-from keras_regkit.callbacks._scheduling import EpochScheduler
+from keras_regkit.callbacks._scheduling import EpochScheduler, Schedule
+from keras_regkit.selectors import LayerSelector
 
 _RUN_STATE = ("_targets", "_current", "_targets_model")
 
@@ -140,13 +142,18 @@ class PenaltyScheduler(EpochScheduler):
     def _accept(factor):
         return math.isfinite(factor) and factor >= 0.0
 
-    def __init__(self, schedule, layers=None, verbose=0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        layers: LayerSelector | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(schedule, layers, verbose)
-        self._targets = None
-        self._current = None
+        self._targets: list[_Target] | None = None
+        self._current: dict[str, float] | None = None
         self._targets_model = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.restore()  # what a previous `fit` that raised left behind
         targets = self._find_targets()
         # Check everything before the first change.
@@ -156,7 +163,10 @@ class PenaltyScheduler(EpochScheduler):
         self._targets_model = self.model
         self._current = {target.path: 1.0 for target in targets}
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        assert self._targets is not None and self._current is not None
         factors = self._factors(epoch, self._targets)
         changed = {
             path: factor
@@ -165,7 +175,7 @@ class PenaltyScheduler(EpochScheduler):
         }
         if not changed:
             return
-        scaled = {}
+        scaled: dict[tuple[int, float], Any] = {}
         for target in self._targets:
             if target.path in changed:
                 target.set(
@@ -174,22 +184,26 @@ class PenaltyScheduler(EpochScheduler):
         self._current.update(changed)
         _penalty_state.refresh_compiled_functions(self.model)
         if self.verbose:
-            print(f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}.")
+            _console.write_line(
+                f"\nEpoch {epoch + 1}: PenaltyScheduler {self._described()}."
+            )
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if logs is None or not self._current:
             return
         factors = set(self._current.values())
         if len(factors) == 1:
             logs["penalty_factor"] = factors.pop()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.restore()
 
     def __deepcopy__(self, memo):
         return copy_without_run_state(self, memo, _RUN_STATE)
 
-    def restore(self):
+    def restore(self) -> None:
         """Puts back the penalties the model had when training began.
 
         `fit` calls it when training ends; call it yourself after a `fit`
@@ -199,6 +213,7 @@ class PenaltyScheduler(EpochScheduler):
             return
         for target in reversed(self._targets):
             target.restore()
+        assert self._current is not None  # set with `_targets`
         if any(factor != 1.0 for factor in self._current.values()):
             _penalty_state.refresh_compiled_functions(self._targets_model)
         # Hold no reference to the model's layers.
@@ -208,6 +223,7 @@ class PenaltyScheduler(EpochScheduler):
 
     def _described(self):
         """What the factors are now, for `verbose=1`."""
+        assert self._current is not None
         factors = set(self._current.values())
         if len(factors) == 1:
             return f"set the penalty factor to {factors.pop():.4g}"

@@ -1,9 +1,12 @@
 """`ProximalStep`: exact zeros from L1-type penalties during training."""
 
+from typing import Any
+
 import keras
 
 from keras_regkit import _penalty_state, selectors
 from keras_regkit.callbacks._copying import copy_without_run_state
+from keras_regkit.selectors import LayerSelector
 
 
 class ProximalStep(keras.callbacks.Callback):
@@ -74,19 +77,19 @@ class ProximalStep(keras.callbacks.Callback):
     1
     """
 
-    def __init__(self, layers=None):
+    def __init__(self, layers: LayerSelector | None = None) -> None:
         super().__init__()
         if layers is not None:
             selectors._check_selector(layers)
         self.layers = layers
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"layers": self.layers}
 
     def __deepcopy__(self, memo):
         return copy_without_run_state(self, memo, ())
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.release(self.model)
         targets = _penalty_state.proximal_targets(self.model, self.layers)
         # `fit` built its train function before this callback ran; the
@@ -94,11 +97,11 @@ class ProximalStep(keras.callbacks.Callback):
         # `start_proximal_steps` has it traced anew.
         _penalty_state.start_proximal_steps(self.model, targets)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.release(self.model)
 
     @staticmethod
-    def release(model):
+    def release(model: keras.Model) -> int:
         """Puts back the penalties and constraints `ProximalStep` replaced.
 
         `fit` does this by itself when it ends normally; call it after a

@@ -1,12 +1,17 @@
 """Logs weight penalties, kernel norms and sparsity at the end of epochs."""
 
+import os
+from typing import Any
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regkit import _attach, _validation, selectors
 from keras_regkit._penalty_state import current_penalty
 from keras_regkit.callbacks._copying import copy_without_run_state
 from keras_regkit.regularizers import GroupLasso
+from keras_regkit.selectors import LayerSelector
 
 # Weight names that count as kernels; biases, normalization scales and other
 # weights never do.
@@ -20,9 +25,23 @@ _KERNEL_NAMES = (
 _HALF_PRECISION = ("float16", "bfloat16")
 
 
+def _summary_ops():
+    """`tf.summary`, which writes TensorBoard's files, as Keras's does."""
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "RegularizationMonitor(log_dir=...) writes TensorBoard files "
+            "with TensorFlow's tf.summary, as keras.callbacks.TensorBoard "
+            "does, on every backend. Install it: pip install tensorflow-cpu "
+            "(or tensorflow)."
+        ) from error
+    return tf.summary
+
+
 def _to_floats(tensors):
     """Python floats of scalar tensors, one transfer to the host per dtype."""
-    groups = {}
+    groups: dict[str, list[int]] = {}
     for index, tensor in enumerate(tensors):
         dtype = keras.backend.standardize_dtype(tensor.dtype)
         groups.setdefault(dtype, []).append(index)
@@ -84,6 +103,17 @@ class RegularizationMonitor(keras.callbacks.Callback):
     Callbacks listed before this one in `fit(callbacks=...)` do not see its
     keys; `History` always comes last and sees them.
 
+    TensorBoard. List it before `keras.callbacks.TensorBoard` and its
+    numbers are TensorBoard scalars like the loss (`epoch_penalty`,
+    `epoch_kernel_norm/<layer path>`, ...). With `log_dir`, every
+    `histogram_freq` epochs it also writes there, under `train/` as
+    `TensorBoard(log_dir)` does, a histogram of each chosen kernel's
+    entries (`weights/<layer path>`, TensorBoard's "Histograms" and
+    "Distributions" tabs) and its fraction of zeros
+    (`sparsity/<layer path>`), at step `epoch`. Writing them needs
+    TensorFlow's `tf.summary`, as Keras's `TensorBoard` callback does, on
+    every backend.
+
     Args:
         layers: which kernels to report: None (the default) for every layer
             with a kernel, or a selector (a name, glob, path, class,
@@ -91,6 +121,12 @@ class RegularizationMonitor(keras.callbacks.Callback):
             reported for every layer regardless.
         zero_tol: non-negative float; entries with `|w| <= zero_tol` count as
             zeros. The default, 0.0, counts exact zeros only.
+        log_dir: None, or the folder of a TensorBoard run (the `log_dir` of
+            `keras.callbacks.TensorBoard`) to write the kernels' histograms
+            and sparsity to.
+        histogram_freq: positive int; with `log_dir`, write them every
+            `histogram_freq` epochs (and at the last epoch of `fit` only if
+            it is one of those).
 
     Example:
 
@@ -115,35 +151,102 @@ class RegularizationMonitor(keras.callbacks.Callback):
      'zero_fraction/dense': 0.0}
     """
 
-    def __init__(self, layers=None, zero_tol=0.0):
+    def __init__(
+        self,
+        layers: LayerSelector | None = None,
+        zero_tol: float = 0.0,
+        log_dir: str | os.PathLike[str] | None = None,
+        histogram_freq: int = 1,
+    ) -> None:
         super().__init__()
         if layers is not None:
             selectors._check_selector(layers, "layers")
         self.layers = layers
         self.zero_tol = _validation.non_negative_float("zero_tol", zero_tol)
+        if log_dir is not None:
+            if not isinstance(log_dir, (str, os.PathLike)):
+                raise TypeError(
+                    "Invalid value received for argument `log_dir`. Expected "
+                    f"None or a folder path. Received: log_dir={log_dir!r}"
+                )
+            log_dir = os.fspath(log_dir)
+            _summary_ops()  # needs TensorFlow: say so now, not at epoch 1
+        self.log_dir = log_dir
+        self.histogram_freq = _validation.positive_int(
+            "histogram_freq", histogram_freq
+        )
         self._weights = None
         self._kernels = None
+        self._writer = None
 
-    def get_config(self):
-        return {"layers": self.layers, "zero_tol": self.zero_tol}
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "zero_tol": self.zero_tol,
+            "log_dir": self.log_dir,
+            "histogram_freq": self.histogram_freq,
+        }
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._weights = _attach.owned_weights(self.model)
         self._kernels = self._find_kernels()
+        if self.log_dir is not None:
+            self._writer = _summary_ops().create_file_writer(
+                os.path.join(self.log_dir, "train")
+            )
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if logs is not None:
             logs.update(self.values())
+        if self._writer is not None and (epoch + 1) % self.histogram_freq == 0:
+            self.write_histograms(epoch)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # Hold no reference to the model's weights.
         self._weights = None
         self._kernels = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def __deepcopy__(self, memo):
-        return copy_without_run_state(self, memo, ("_weights", "_kernels"))
+        return copy_without_run_state(
+            self, memo, ("_weights", "_kernels", "_writer")
+        )
 
-    def values(self):
+    def write_histograms(self, step: int) -> None:
+        """Writes each kernel's histogram and sparsity to `log_dir` at `step`.
+
+        `fit` calls it every `histogram_freq` epochs, with the epoch as
+        `step`; it can also be called outside `fit` once the callback has a
+        model (`set_model`).
+        """
+        if self.log_dir is None:
+            raise ValueError(
+                "RegularizationMonitor.write_histograms needs a `log_dir`: "
+                "pass RegularizationMonitor(log_dir=...)."
+            )
+        summary = _summary_ops()
+        _ = self.model  # on JAX, writes fit's state back to the model
+        kernels = self._kernels
+        if kernels is None:
+            kernels = self._find_kernels()
+        writer = self._writer or summary.create_file_writer(
+            os.path.join(self.log_dir, "train")
+        )
+        with writer.as_default(step=step):
+            for key, variable in kernels:
+                w = np.asarray(ops.convert_to_numpy(variable), "float32")
+                summary.histogram(f"weights/{key}", w)
+                zeros = float(np.mean(np.abs(w) <= self.zero_tol))
+                summary.scalar(f"sparsity/{key}", zeros)
+        writer.flush()
+        if writer is not self._writer:
+            writer.close()
+
+    def values(self) -> dict[str, float]:
         """The numbers this callback logs, for the model's current weights.
 
         `fit` calls it at the end of every epoch. It can also be called
@@ -176,7 +279,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
             numbers[: len(penalised)],
             numbers[len(penalised) :],
         )
-        per_layer = {}
+        per_layer: dict[str, float] = {}
         for path, value in zip(penalised, penalties, strict=True):
             per_layer[path] = per_layer.get(path, 0.0) + value
         found = {"penalty": float(sum(penalties))}
@@ -221,7 +324,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
                     "Layers with kernels: "
                     f"{', '.join(repr(p) for p in with_kernels) or '(none)'}"
                 )
-        counts = {}
+        counts: dict[str, int] = {}
         for path, _, _ in kernels:
             counts[path] = counts.get(path, 0) + 1
         return [

@@ -8,11 +8,17 @@ layers no key matches are left as they are; a key that matches no
 scheduled layer is an error, since it is most likely a typo.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
 
 import keras
 
 from keras_regkit import _validation, selectors
+from keras_regkit.selectors import LayerSelector
+
+# `schedule(epoch)`: one value for every scheduled layer, or a dict from
+# selectors to values.
+Schedule: TypeAlias = Callable[[int], float | Mapping[Any, float]]
 
 
 class EpochScheduler(keras.callbacks.Callback):
@@ -25,7 +31,12 @@ class EpochScheduler(keras.callbacks.Callback):
     _value_name = "value"
     _expected = "a float"
 
-    def __init__(self, schedule, layers=None, verbose=0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        layers: LayerSelector | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__()
         if layers is not None:
             selectors._check_selector(layers, "layers")
@@ -35,7 +46,7 @@ class EpochScheduler(keras.callbacks.Callback):
         self.layers = layers
         self.verbose = _validation.verbosity("verbose", verbose)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, as given (the schedule itself)."""
         return {
             "schedule": self.schedule,

@@ -3,10 +3,13 @@
 import functools
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import keras
+import numpy as np
 
-from keras_regkit import _validation
+from keras_regkit import _console, _validation
 from keras_regkit._batch_norm import batch_norm_layers, recompute_batch_norm
 from keras_regkit._weights import assign_values, copy_values
 from keras_regkit.callbacks._copying import copy_without_run_state
@@ -107,18 +110,18 @@ class WeightAveraging(keras.callbacks.Callback):
 
     def __init__(
         self,
-        start_epoch,
-        frequency=1,
-        mode="swa",
-        decay=0.999,
-        swa_lr=None,
-        anneal_epochs=0,
-        update_batch_norm=True,
-        batch_norm_data=None,
-        batch_size=128,
-        validate_averaged=False,
-        verbose=0,
-    ):
+        start_epoch: int,
+        frequency: int = 1,
+        mode: str = "swa",
+        decay: float = 0.999,
+        swa_lr: float | None = None,
+        anneal_epochs: int = 0,
+        update_batch_norm: bool = True,
+        batch_norm_data: Any = None,
+        batch_size: int = 128,
+        validate_averaged: bool = False,
+        verbose: int = 0,
+    ) -> None:
         super().__init__()
         self.start_epoch = _validation.non_negative_int(
             "start_epoch", start_epoch
@@ -150,15 +153,15 @@ class WeightAveraging(keras.callbacks.Callback):
         )
         self.verbose = _validation.verbosity("verbose", verbose)
         self.count = 0
-        self._variables = None
-        self._averages = None
+        self._variables: list[keras.Variable] | None = None
+        self._averages: list[keras.Variable] | None = None
         self._held = None
-        self._optimizer = None
-        self._base_lr = None
-        self._lerp = None
+        self._optimizer: Any = None  # the model's, during `fit`
+        self._base_lr: float | None = None
+        self._lerp: Callable[..., None] | None = None
         self._epoch = 0
         self._steps = 0
-        self._averaged_epoch = None
+        self._averaged_epoch: int | None = None
         if self.mode == "ema":
             # Only EMA has a batch hook: Keras runs the train steps of a
             # `fit` whose callbacks have none asynchronously, and waits for
@@ -167,7 +170,7 @@ class WeightAveraging(keras.callbacks.Callback):
 
     recompute_batch_norm = staticmethod(recompute_batch_norm)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "start_epoch": self.start_epoch,
             "frequency": self.frequency,
@@ -187,7 +190,7 @@ class WeightAveraging(keras.callbacks.Callback):
             self, memo, _RUN_STATE, shared=("batch_norm_data",)
         )
 
-    def learning_rate(self, epoch, base):
+    def learning_rate(self, epoch: int, base: float) -> float:
         """The SWA schedule's learning rate at `epoch`, from rate `base`.
 
         `base` before `start_epoch` (and always without `swa_lr`).
@@ -201,13 +204,13 @@ class WeightAveraging(keras.callbacks.Callback):
         return self.swa_lr + (base - self.swa_lr) * cosine
 
     @property
-    def averaged_weights(self):
+    def averaged_weights(self) -> list[np.ndarray] | None:
         """The current averages, as numpy arrays (None before the first)."""
         if self._averages is None:
             return None
         return [keras.ops.convert_to_numpy(a) for a in self._averages]
 
-    def restore(self):
+    def restore(self) -> bool:
         """Puts back what a `fit` that raised left: weights and rate.
 
         Returns True if there was anything to put back.
@@ -221,7 +224,7 @@ class WeightAveraging(keras.callbacks.Callback):
 
     # The training loop.
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.restore()  # what an interrupted fit left
         model = self.model
         if (
@@ -256,10 +259,13 @@ class WeightAveraging(keras.callbacks.Callback):
         self._steps = 0
         self._averaged_epoch = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         self._epoch = epoch
         self._swap_back()
         if self.swa_lr is not None:
+            assert self._base_lr is not None  # set by on_train_begin
             self._optimizer.learning_rate = self.learning_rate(
                 epoch, self._base_lr
             )
@@ -273,7 +279,7 @@ class WeightAveraging(keras.callbacks.Callback):
             self._sync()
             self._average()
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._variables is None or not self.validate_averaged:
             return  # not fitting, or validating the training weights
         self._average_epoch()
@@ -281,12 +287,15 @@ class WeightAveraging(keras.callbacks.Callback):
             self._sync()
             self._swap_in()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         self._average_epoch()
         if logs is not None and self.swa_lr is not None:
+            assert self._base_lr is not None  # set by on_train_begin
             logs["learning_rate"] = self.learning_rate(epoch, self._base_lr)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         self._swap_back()
         if self._averages is None:
@@ -325,7 +334,7 @@ class WeightAveraging(keras.callbacks.Callback):
             raise
         if self.verbose:
             layers = len(recomputed)
-            print(
+            _console.write_line(
                 f"WeightAveraging: the weights are the {self.mode} average "
                 f"of {self.count} snapshots"
                 + (
@@ -360,6 +369,7 @@ class WeightAveraging(keras.callbacks.Callback):
         return self.model
 
     def _average(self):
+        assert self._variables is not None and self._lerp is not None
         if self._averages is None:
             self._averages = [
                 keras.Variable(

@@ -1,6 +1,7 @@
 """`WeightShrinkage`: `keras_regkit.shrink` at the end of `fit`."""
 
 import dataclasses
+from typing import Any
 
 import keras
 
@@ -93,7 +94,9 @@ class WeightShrinkage(keras.callbacks.Callback):
     21
     """
 
-    def __init__(self, validation_data=None, **shrink_options):
+    def __init__(
+        self, validation_data: Any = None, **shrink_options: Any
+    ) -> None:
         super().__init__()
         self.options = ShrinkOptions(**shrink_options)
         self.shrink_options = shrink_options
@@ -114,7 +117,7 @@ class WeightShrinkage(keras.callbacks.Callback):
             shared=("validation_data", "validation_arguments", "options"),
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """`validation_data` and every option of `shrink`, checked."""
         options = {
             field.name: getattr(self.options, field.name)
@@ -122,17 +125,19 @@ class WeightShrinkage(keras.callbacks.Callback):
         }
         return {"validation_data": self.validation_data, **options}
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.report = None
         self._fit_iterator = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
         if self.validation_arguments is None:
             iterator = _fit_validation(self.model)
             if iterator is not None:
                 self._fit_iterator = iterator
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # The History that the user's `fit` returns: fine-tuning runs a
         # nested `fit`, which replaces `model.history` with its own.
         history = getattr(self.model, "history", None)

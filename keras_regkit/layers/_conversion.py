@@ -22,7 +22,9 @@ _SPATIAL = {
 }
 
 
-def convert_dropout(model, *, mc=False):
+def convert_dropout(
+    model: keras.layers.Layer, *, mc: bool = False
+) -> list[str]:
     """Turns a model's Keras dropout layers into keras_regkit `Dropout`s.
 
     In place: every `keras.layers.Dropout`, `SpatialDropout1D`,

@@ -1,6 +1,8 @@
 """Dropout that follows Keras's `training` flag, with MC and rate changes."""
 
 import functools
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 
@@ -71,8 +73,14 @@ class Dropout(StochasticLayer):
     """
 
     def __init__(
-        self, rate, noise_shape=None, seed=None, *, mc=False, **kwargs
-    ):
+        self,
+        rate: float,
+        noise_shape: Iterable[int | None] | None = None,
+        seed: int | None = None,
+        *,
+        mc: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(rate, seed, mc=mc, **kwargs)
         self.noise_shape = _validation.noise_shape("noise_shape", noise_shape)
 
@@ -89,7 +97,7 @@ class Dropout(StochasticLayer):
         )
         return inputs * mask
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["noise_shape"] = self.noise_shape
         return config

@@ -13,6 +13,9 @@ in `layer.weights`, `get_weights()` or the saved weights file, because the
 rate is already in the config.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -47,7 +50,14 @@ class StochasticLayer(keras.layers.Layer):
         **kwargs: base layer arguments such as `name` and `dtype`.
     """
 
-    def __init__(self, rate, seed=None, *, mc=False, **kwargs):
+    def __init__(
+        self,
+        rate: float,
+        seed: int | None = None,
+        *,
+        mc: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         rate = _validation.rate("rate", rate)
         self.seed = _validation.seed("seed", seed)
@@ -89,7 +99,7 @@ class StochasticLayer(keras.layers.Layer):
         self._rate = rate
 
     @property
-    def rate(self):
+    def rate(self) -> float:
         """The fraction of units dropped; assign a float in [0, 1) to change it.
 
         The next step of a compiled `fit`, `evaluate` or `predict` uses the
@@ -102,13 +112,13 @@ class StochasticLayer(keras.layers.Layer):
         return self._rate
 
     @rate.setter
-    def rate(self, value):
+    def rate(self, value: float) -> None:
         value = _validation.rate("rate", value)
         self._rate_state.variable.assign(value)
         self._rate = value
 
     @property
-    def variables(self):
+    def variables(self) -> list[keras.Variable]:
         return [*super().variables, self._rate_state.variable]
 
     def _rate_tensor(self):
@@ -119,7 +129,7 @@ class StochasticLayer(keras.layers.Layer):
         """`keep_mask` at the layer's current rate."""
         return keep_mask(shape, self._rate_tensor(), seed, dtype)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Any, training: bool | None = False) -> Any:
         shape = _static_shape(inputs)
         if shape is not None:
             self._check_input_shape(shape)
@@ -140,11 +150,13 @@ class StochasticLayer(keras.layers.Layer):
         base class takes every shape.
         """
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: Sequence[int | None]
+    ) -> Sequence[int | None]:
         self._check_input_shape(tuple(input_shape))
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "rate": self.rate,
