@@ -1,11 +1,14 @@
-"""`python -m keras_regkit demo ...`, also installed as `keras-regkit demo`."""
+"""`python -m keras_regkit <command>`, also installed as `keras-regkit`."""
 
 import sys
 
-_COMMANDS = {"demo": "the overfitting lab: every tool on two moons"}
+_COMMANDS = {
+    "demo": "the overfitting lab: every tool on two moons",
+    "docs": "serve (or --build) the documentation site from a checkout",
+}
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Dispatches `keras-regkit <command> [options]`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in _COMMANDS:
@@ -14,10 +17,15 @@ def main(argv=None):
         )
         print(
             "usage: keras-regkit <command> [options]\n\ncommands:\n"
-            f"{listed}\n\nRun `keras-regkit demo --help` for its options.",
+            f"{listed}\n\nRun `keras-regkit <command> --help` for its "
+            "options.",
             file=sys.stderr,
         )
         return 2
+    if argv[0] == "docs":
+        from keras_regkit import _docs
+
+        return _docs.main(argv[1:])
     from keras_regkit import _demo as demo
 
     return demo.main(argv[1:])

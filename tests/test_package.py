@@ -81,7 +81,13 @@ PUBLIC_API = {
         "with_strength",
     ],
     "keras_regkit.schedules": ["Constant", "Curriculum", "LinearRamp"],
-    "keras_regkit.selectors": ["matches", "select", "sublayers", "walk"],
+    "keras_regkit.selectors": [
+        "LayerSelector",
+        "matches",
+        "select",
+        "sublayers",
+        "walk",
+    ],
     "keras_regkit.tuning": [
         "DEFAULT_KINDS",
         "KINDS",
@@ -232,8 +238,10 @@ def test_tensorflow_extras_offer_the_full_and_the_cpu_package():
 def test_aggregate_extras_are_built_from_the_others():
     extras = _extras()
     assert extras["all"] == ["keras-regkit[tuner,demo]"]
-    assert extras["test"][0] == "keras-regkit[all]"
-    assert extras["dev"] == ["keras-regkit[test]", "ruff>=0.5"]
+    # The tests build the docs site and read it in a browser.
+    assert extras["test"][0] == "keras-regkit[all,docs]"
+    assert "playwright>=1.40" in extras["test"]
+    assert extras["dev"] == ["keras-regkit[test]", "ruff>=0.5", "mypy>=1.10"]
     # No package is listed twice along the way.
     own = [r for e in extras.values() for r in e if "[" not in r]
     assert len(own) == len(set(own))
