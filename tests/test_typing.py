@@ -12,6 +12,8 @@ import inspect
 
 import pytest
 
+pytestmark = pytest.mark.backend_independent
+
 PUBLIC_MODULES = (
     "keras_regkit",
     "keras_regkit.callbacks",
