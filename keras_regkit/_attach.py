@@ -444,21 +444,26 @@ def owned_weights(model):
         A list of `(path, layer, variable)` in `selectors.walk` order.
     """
     owners = selectors.walk(model)
-    claimed = set()
-    found: dict[str, list[tuple[Any, Any]]] = {}
-    # Children come after their parents in `walk` order: going backwards,
-    # each variable is credited to the innermost layer that holds it.
-    for path, layer in reversed(owners):
+    # A layer holds its sublayers' weights too, so the innermost holder of
+    # a weight is the one that holds the fewest, the deepest on a tie (a
+    # model of one layer holds just what it holds). Not the last one in
+    # `walk` order: a layer shared by two sub-models comes under the first,
+    # before the second sub-model that holds its weights too.
+    owner_of: dict[int, tuple[tuple[int, int], int]] = {}
+    for path, layer in owners:
+        rank = (len(layer.weights), -path.count("/"))
         for variable in layer.weights:
-            if id(variable) not in claimed:
-                claimed.add(id(variable))
-                found.setdefault(path, []).append((layer, variable))
-    owned = [
-        (path, layer, variable)
-        for path, layer in owners
-        for layer, variable in found.get(path, ())
-    ]
-    own = [v for v in model.weights if id(v) not in claimed]
+            held = owner_of.get(id(variable))
+            if held is None or rank < held[0]:
+                owner_of[id(variable)] = (rank, id(layer))
+    owned, listed = [], set()
+    for path, layer in owners:
+        for variable in layer.weights:
+            mine = owner_of[id(variable)][1] == id(layer)
+            if mine and id(variable) not in listed:
+                listed.add(id(variable))
+                owned.append((path, layer, variable))
+    own = [v for v in model.weights if id(v) not in owner_of]
     return [(model.name, model, v) for v in own] + owned
 
 

@@ -43,6 +43,39 @@ def set_penalty(variable, penalty):
         variable.regularizer = penalty
 
 
+def scheduled_penalty(base, factor):
+    """`base.scaled(factor)`, marked as a scheduled value of `base`.
+
+    A scheduler that finds it on a weight (left there by a `fit` that
+    raised: Keras then calls no `on_train_end`) takes `base` for the
+    weight's penalty, never this scaled value.
+    """
+    penalty = base.scaled(factor)
+    penalty._scheduled_from = base
+    return penalty
+
+
+def unscheduled(penalty):
+    """The penalty `penalty` was scheduled from, or `penalty` itself."""
+    return getattr(penalty, "_scheduled_from", penalty)
+
+
+def restore_scheduled_penalties(model):
+    """Puts the base penalty back on every weight holding a scheduled one.
+
+    Returns:
+        The number of weights restored.
+    """
+    restored = 0
+    for variable in model.weights:
+        penalty = current_penalty(variable)
+        base = unscheduled(penalty)
+        if base is not penalty:
+            set_penalty(variable, base)
+            restored += 1
+    return restored
+
+
 def refresh_compiled_functions(model):
     """Makes the next `fit`/`evaluate` trace a train/test step anew.
 
@@ -100,10 +133,40 @@ class ProximalConstraint:
 
     def __call__(self, w):
         step = ops.convert_to_tensor(self.optimizer.learning_rate)
-        w = self.penalty.prox(w, ops.cast(step, w.dtype))
+        shrunk = self.penalty.prox(w, ops.cast(step, w.dtype))
+        accumulation = self.optimizer.gradient_accumulation_steps
+        if accumulation:
+            # Keras applies constraints after every train step, also after
+            # those in which `gradient_accumulation_steps` only accumulates
+            # gradients: the proximal step goes with the updates alone, as
+            # Keras decides them (the step counter, plus one, a multiple of
+            # the accumulation steps).
+            counter = ops.convert_to_tensor(_step_counter(self.optimizer))
+            updates = ops.equal((counter + 1) % accumulation, 0)
+            # Keras hands the constraint the variable itself.
+            shrunk = ops.where(updates, shrunk, ops.convert_to_tensor(w))
         if self.constraint is not None:
-            w = self.constraint(w)
-        return w
+            shrunk = self.constraint(shrunk)
+        return shrunk
+
+
+def _step_counter(optimizer):
+    """The optimizer's count of train steps, accumulating ones included.
+
+    With `gradient_accumulation_steps`, `optimizer.iterations` counts the
+    updates (the steps divided by the accumulation steps); the count of
+    steps it is computed from is the optimizer variable named "iteration".
+    """
+    for variable in optimizer.variables:
+        if variable.name == "iteration":
+            return variable
+    raise RuntimeError(
+        "ProximalStep cannot find the optimizer's step counter (its "
+        "variable 'iteration'), which it needs to take proximal steps only "
+        "on the steps that update the weights under "
+        "`gradient_accumulation_steps`. Train without gradient accumulation, "
+        "or report this with your Keras version."
+    )
 
 
 def proximal_targets(model, layers=None):

@@ -11,7 +11,11 @@ A *selector* chooses among them; it is one of
 - a list or tuple of the above: any of them.
 
 A selector that matches a container (a nested model, an RNN layer, a
-wrapper) also selects everything inside it.
+wrapper) also selects everything inside it. A layer shared by several
+parents (one layer used by two sub-models) is reachable by each of its
+paths: a selector that matches any of them, or any layer enclosing it on
+any of them, selects it. `walk` lists it once, under its first path, and
+so does `select`.
 
 Example:
 
@@ -71,24 +75,52 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     return found
 
 
-def _walk_with_ancestors(root):
-    """Yields `(path, layer, ancestors)` for every layer inside `root`."""
-    seen = {id(root)}
+def _paths(root):
+    """Yields `(path, layer, ancestors)` for each path to each layer.
 
-    def visit(layer, prefix, ancestors):
-        for child in sublayers(layer):
-            if id(child) in seen or isinstance(child, keras.layers.InputLayer):
+    `ancestors` holds the `(path, layer)` of the layers enclosing it on that
+    path, outermost first. A layer shared by several parents is yielded
+    once per path, and so are the layers inside it. Input layers are left
+    out, and so is a layer found inside itself (a reference back to an
+    enclosing layer).
+    """
+
+    def visit(layer, prefix, ancestors, enclosing):
+        children = {id(child): child for child in sublayers(layer)}
+        for child in children.values():
+            if id(child) in enclosing or isinstance(
+                child, keras.layers.InputLayer
+            ):
                 continue
-            seen.add(id(child))
             path = f"{prefix}{child.name}"
             yield path, child, ancestors
-            yield from visit(child, path + "/", ancestors + ((path, child),))
+            yield from visit(
+                child,
+                path + "/",
+                ancestors + ((path, child),),
+                enclosing | {id(child)},
+            )
 
     if not isinstance(root, keras.Model):
         yield root.name, root, ()
-        yield from visit(root, root.name + "/", ((root.name, root),))
+        yield from visit(
+            root, root.name + "/", ((root.name, root),), {id(root)}
+        )
     else:
-        yield from visit(root, "", ())
+        yield from visit(root, "", (), {id(root)})
+
+
+def _layers_with_paths(root):
+    """Each layer inside `root` once, in `walk` order, with all its paths.
+
+    Returns:
+        A list of `(layer, occurrences)`, `occurrences` being the
+        `(path, ancestors)` of each path to the layer, the first one first.
+    """
+    found: dict[int, tuple[keras.layers.Layer, list]] = {}
+    for path, layer, ancestors in _paths(root):
+        found.setdefault(id(layer), (layer, []))[1].append((path, ancestors))
+    return list(found.values())
 
 
 def walk(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer]]:
@@ -104,7 +136,10 @@ def walk(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer]]:
         by several parents appears once, under its first path.
     """
     _check_model(model)
-    return [(path, layer) for path, layer, _ in _walk_with_ancestors(model)]
+    return [
+        (occurrences[0][0], layer)
+        for layer, occurrences in _layers_with_paths(model)
+    ]
 
 
 def _available(model):
@@ -168,24 +203,43 @@ def select(
 ) -> list[tuple[str, keras.layers.Layer]]:
     """The layers of `model` chosen by `selector`.
 
-    A layer is chosen when the selector matches it or any layer enclosing it.
+    A layer is chosen when the selector matches it or any layer enclosing
+    it, on any of the paths that reach it (a shared layer has several).
 
     Args:
         model: a `keras.Model` or `keras.layers.Layer`.
         selector: see the module docstring.
 
     Returns:
-        A list of `(path, layer)` pairs in `walk` order; empty when nothing
-        matches.
+        A list of `(path, layer)` pairs in `walk` order, each layer once
+        under its `walk` path; empty when nothing matches.
     """
     _check_model(model)
     _check_selector(selector)
     return [
-        (path, layer)
-        for path, layer, ancestors in _walk_with_ancestors(model)
-        if matches(selector, path, layer)
-        or any(matches(selector, p, a) for p, a in ancestors)
+        (occurrences[0][0], layer)
+        for layer, occurrences in _layers_with_paths(model)
+        if any(
+            _picks(selector, lineage)
+            for lineage in _lineages(layer, occurrences)
+        )
     ]
+
+
+def _lineages(layer, occurrences):
+    """For each path to `layer`: the `(path, layer)` pairs from the root."""
+    return [ancestors + ((path, layer),) for path, ancestors in occurrences]
+
+
+def _picks(selector, lineage):
+    """Whether `selector` matches a layer of `lineage` (a path's layers).
+
+    The layer itself is tried first, then the layers around it, innermost
+    first.
+    """
+    return any(
+        matches(selector, path, layer) for path, layer in reversed(lineage)
+    )
 
 
 def _first_match(selectors, model):
@@ -196,15 +250,16 @@ def _first_match(selectors, model):
         model: a `keras.Model` or `keras.layers.Layer`.
 
     Returns:
-        A list of `(path, layer, index)` in `walk` order, `index` being the
-        position of the first selector that picks the layer (or an enclosing
-        layer); layers no selector picks are left out.
+        A list of `(path, layer, index)` in `walk` order, `path` being the
+        layer's `walk` path and `index` the position of the first selector
+        that picks the layer (or an enclosing layer) on any of its paths;
+        layers no selector picks are left out.
     """
     chosen = []
-    for path, layer, ancestors in _walk_with_ancestors(model):
-        lineage = ancestors + ((path, layer),)
+    for layer, occurrences in _layers_with_paths(model):
+        lineages = _lineages(layer, occurrences)
         for index, selector in enumerate(selectors):
-            if any(matches(selector, p, a) for p, a in lineage):
-                chosen.append((path, layer, index))
+            if any(_picks(selector, lineage) for lineage in lineages):
+                chosen.append((occurrences[0][0], layer, index))
                 break
     return chosen

@@ -201,6 +201,39 @@ def hp_dropout(
     return hp.Float(name, min_value=min_value, max_value=max_value, step=step)
 
 
+def _checkpoint_shrunk_model(history, callbacks):
+    """Shows keras-tuner's checkpoints the shrunk model as one more epoch.
+
+    keras-tuner scores a trial by the best entry of its History, and saves
+    the trial's weights at the end of each epoch that improves its
+    objective (its `SaveBestEpoch` callback); `get_best_models()` loads
+    them. `WeightShrinkage` shrinks when training ends, after the last
+    epoch end, and appends the shrunk model's figures to the History: the
+    tuner scores that entry, but no checkpoint holds its weights. Handed
+    that entry as the epoch it stands for, the checkpoint saves the shrunk
+    weights exactly when the tuner scores them best, so that the best model
+    a search returns is the one it scored.
+    """
+    if not history.epoch:
+        return
+    logs = {key: values[-1] for key, values in history.history.items()}
+    for callback in callbacks:
+        if _is_trial_checkpoint(callback):
+            callback.on_epoch_end(history.epoch[-1], logs)
+
+
+def _is_trial_checkpoint(callback):
+    """Whether `callback` is keras-tuner's per-trial `SaveBestEpoch`.
+
+    keras-tuner does not export the class, so it is known by its name and
+    package (`tests/test_tuning.py` fails if a release renames it).
+    """
+    kind = type(callback)
+    return kind.__name__ == "SaveBestEpoch" and kind.__module__.startswith(
+        "keras_tuner."
+    )
+
+
 def _takes_hp(build_model):
     """Whether `build_model` takes the trial's hyperparameters."""
     try:
@@ -352,7 +385,10 @@ class RegularizedHyperModel(keras_tuner.HyperModel):
         for extra in (self.early_stopping, self.shrinkage):
             if extra is not None:
                 callbacks.append(copy.deepcopy(extra))
-        return model.fit(*args, callbacks=callbacks, **kwargs)
+        history = model.fit(*args, callbacks=callbacks, **kwargs)
+        if self.shrinkage is not None:
+            _checkpoint_shrunk_model(history, callbacks)
+        return history
 
     def _choice(self, hp, name):
         return hp_regularizer(

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_regkit import L1, L2, ElasticNet
+from keras_regkit import L1, L2, ElasticNet, penalties
 from keras_regkit.callbacks import PenaltyScheduler, RegularizationMonitor
 
 
@@ -323,10 +323,12 @@ def test_a_shared_regularizer_stays_shared_and_comes_back():
             )
 
     _fit(model, [PenaltyScheduler(lambda e: 0.5), Look()], epochs=1)
-    assert seen[0][0] == L2(0.05)
-    assert all(penalty is seen[0][0] for penalty in seen[0][:4])
-    assert seen[0][4] is shared
+    # The weights share one scaled penalty; the layer's configuration
+    # keeps the user's, and so does the activity penalty (not a weight's).
+    assert seen[0][2] == L2(0.05) and seen[0][3] is seen[0][2]
+    assert all(penalty is shared for penalty in (*seen[0][:2], seen[0][4]))
     assert layer.kernel_regularizer is shared
+    assert layer.kernel.regularizer is shared
     assert layer.bias.regularizer is shared
 
 
@@ -425,8 +427,10 @@ def test_penalties_come_back_after_fit_raises():
 
     with pytest.raises(RuntimeError, match="interrupted"):
         _fit(model, [scheduler, Fail()], epochs=2)
-    # Keras skips on_train_end: the scaled penalties are still there...
-    assert model.get_layer("a").kernel_regularizer == L2(0.0)
+    # Keras skips on_train_end: the scaled penalties are still in the loss,
+    # though never in the configuration a save writes...
+    assert model.get_layer("a").kernel.regularizer == L2(0.0)
+    assert model.get_layer("a").kernel_regularizer == L2(0.2)
     unpenalised = model.evaluate(x, y, batch_size=16, verbose=0)
     assert unpenalised == pytest.approx(loss - base["a"] - base["b"])
     scheduler.restore()  # ... until restore() puts them back,
@@ -445,6 +449,60 @@ def test_penalties_come_back_after_fit_raises():
     assert history.history["penalty"] == [
         pytest.approx(base["a"] + base["b"], rel=1e-5)
     ]
+
+
+def _interrupted(model, schedule):
+    """`fit` with a PenaltyScheduler, interrupted as epoch 1 begins."""
+
+    class Fail(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, [PenaltyScheduler(schedule), Fail()], epochs=2)
+
+
+def test_a_new_scheduler_never_takes_a_scaled_penalty_for_its_base():
+    # The notebook case: a cell interrupted while the penalties are scaled
+    # to 0, then run again with a fresh scheduler.
+    model = _model()
+    before = _regularizers(model)
+    _interrupted(model, lambda epoch: 0.0)
+    assert model.get_layer("a").kernel.regularizer == L2(0.0)
+    history = _fit(
+        model,
+        [PenaltyScheduler(lambda epoch: 1.0), RegularizationMonitor()],
+        epochs=1,
+    )
+    base = _base_penalties(model)
+    assert history.history["penalty"] == [
+        pytest.approx(base["a"] + base["b"], rel=1e-5)
+    ]
+    assert _regularizers(model) == before
+
+
+def test_a_model_saved_after_an_interrupted_fit_keeps_its_penalties(
+    tmp_path,
+):
+    model = _model()
+    _interrupted(model, lambda epoch: 0.5)
+    path = tmp_path / "interrupted.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("a").kernel.regularizer == L2(0.2)
+    assert loaded.get_layer("b").kernel.regularizer == ElasticNet(0.05, 0.1)
+
+
+def test_restore_with_a_model_puts_back_what_any_scheduler_left():
+    model = _model()
+    before = _regularizers(model)
+    _interrupted(model, lambda epoch: 0.0)
+    PenaltyScheduler(lambda epoch: 1.0).restore(model)
+    assert _regularizers(model) == before
+    assert penalties(model)["a"]["kernel"] == pytest.approx(
+        0.2 * np.sum(_numpy(model.get_layer("a").kernel) ** 2), rel=1e-5
+    )
 
 
 def test_initial_epoch_reuse_across_fits_and_deep_copies():

@@ -354,3 +354,37 @@ def test_group_lasso_over_heads_switches_off_a_whole_attention_head():
     # one penalty for the four projections: saved in the layer's config
     config = attention.get_config()["kernel_regularizer"]["config"]
     assert config == {"strength": 0.05, "axis": -1, "heads": 2}
+
+
+@pytest.mark.parametrize("steps, expected", [(1, 1.0), (2, 0.99), (4, 0.98)])
+def test_gradient_accumulation_takes_one_proximal_step_per_update(
+    steps, expected
+):
+    # Zero inputs: no data gradient, so only the L1(0.1) prox moves the
+    # weight, by learning rate 0.1 times 0.1 per update, and an update
+    # comes every second step.
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(
+                1,
+                use_bias=False,
+                kernel_initializer="ones",
+                kernel_regularizer=L1(0.1),
+                name="dense",
+            ),
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), "mse"
+    )
+    model.fit(
+        np.zeros((steps, 1), "float32"),
+        np.zeros((steps, 1), "float32"),
+        batch_size=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[ProximalStep()],
+    )
+    kernel = _numpy(model.get_layer("dense").kernel)
+    np.testing.assert_allclose(kernel, [[expected]], rtol=1e-6)

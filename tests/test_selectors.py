@@ -282,6 +282,68 @@ def test_predicate_sees_layers_and_its_result_is_used_as_a_bool():
 # --- first_match ----------------------------------------------------------
 
 
+def _shared_encoders():
+    """Two encoders, `enc1` and `enc2`, that share one Dense, `shared`."""
+    shared = keras.layers.Dense(4, name="shared")
+
+    def encoder(name):
+        inputs = keras.Input((4,))
+        own = keras.layers.Dense(4, name=f"{name}_own")(inputs)
+        return keras.Model(inputs, shared(own), name=name)
+
+    enc1, enc2 = encoder("enc1"), encoder("enc2")
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Add(name="add")([enc1(inputs), enc2(inputs)])
+    return keras.Model(inputs, outputs), shared
+
+
+def test_a_shared_layer_is_listed_once_and_matched_by_every_path():
+    model, shared = _shared_encoders()
+    assert _paths(selectors.walk(model)) == [
+        "enc1",
+        "enc1/enc1_own",
+        "enc1/shared",
+        "enc2",
+        "enc2/enc2_own",
+        "add",
+    ]
+    # Reached through enc2 too: selecting enc2 selects it, listed once
+    # under its first path.
+    for selector in ("enc2", "enc2/shared", ["add", "enc2/*"]):
+        chosen = selectors.select(model, selector)
+        assert [layer for _, layer in chosen].count(shared) == 1, selector
+        assert ("enc1/shared", shared) in chosen, selector
+    assert _paths(selectors.select(model, "enc2")) == [
+        "enc1/shared",
+        "enc2",
+        "enc2/enc2_own",
+    ]
+    assert selectors.select(model, "enc1/enc2_own") == []
+
+
+def test_first_match_takes_the_first_selector_on_any_path():
+    model, _ = _shared_encoders()
+    matched = selectors._first_match(["enc2", "*"], model)
+    assert [(path, index) for path, _, index in matched] == [
+        ("enc1", 1),
+        ("enc1/enc1_own", 1),
+        ("enc1/shared", 0),  # through enc2
+        ("enc2", 0),
+        ("enc2/enc2_own", 0),
+        ("add", 1),
+    ]
+
+
+def test_a_layer_holding_a_reference_to_its_parent_is_walked_once():
+    class Parent(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="parent")
+            self.child = keras.layers.Dense(2, name="child")
+            self.child.owner = self  # a reference back up
+
+    assert _paths(selectors.walk(Parent())) == ["parent", "parent/child"]
+
+
 def test_first_match_gives_each_layer_the_first_selector_that_picks_it():
     matched = selectors._first_match(["head", "dense*", "*"], _nested())
     assert [(path, index) for path, _, index in matched] == [
@@ -379,3 +441,106 @@ def test_model_must_be_a_layer(function):
 def test_select_checks_its_selector():
     with pytest.raises(TypeError, match=r"argument `layers`"):
         selectors.select(_nested(), 3)
+
+
+def _compiled_shared_encoders(penalty=None):
+    from keras_regkit import regularize
+
+    model, shared = _shared_encoders()
+    if penalty is not None:
+        regularize(model, kernel=penalty)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model, shared
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return (
+        rng.normal(size=(32, 4)).astype("float32"),
+        rng.normal(size=(32, 4)).astype("float32"),
+    )
+
+
+def _zero_fraction(variable):
+    return float(np.mean(keras.ops.convert_to_numpy(variable) == 0.0))
+
+
+def _regularize_reaches():
+    from keras_regkit import L2, regularize
+
+    model, shared = _shared_encoders()
+    regularize(model, kernel=L2(0.1), layers="enc2")
+    assert shared.kernel.regularizer == L2(0.1)
+    assert (
+        model.get_layer("enc1").get_layer("enc1_own").kernel_regularizer is None
+    )
+
+
+def _shrink_reaches():
+    from keras_regkit import shrink
+
+    model, _ = _compiled_shared_encoders()
+    report = shrink(model, _data(), method="prune", levels=[0.5], layers="enc2")
+    # The kernels it prunes: enc2's own and the shared one, 16 entries each.
+    assert report.rows[-1].parameters == 32
+
+
+def _monitor_reaches():
+    from keras_regkit.callbacks import RegularizationMonitor
+
+    model, _ = _compiled_shared_encoders()
+    monitor = RegularizationMonitor(layers="enc2")
+    history = model.fit(*_data(), epochs=1, verbose=0, callbacks=[monitor])
+    assert "kernel_norm/enc1/shared" in history.history
+
+
+def _pruning_reaches():
+    from keras_regkit.callbacks import GradualPruning
+    from keras_regkit.pruning import ConstantSparsity
+
+    model, shared = _compiled_shared_encoders()
+    pruning = GradualPruning(ConstantSparsity(0.5, 0), layers="enc2")
+    model.fit(*_data(), epochs=1, verbose=0, callbacks=[pruning])
+    assert _zero_fraction(shared.kernel) == 0.5
+
+
+def _proximal_step_reaches():
+    from keras_regkit import L1
+    from keras_regkit.callbacks import ProximalStep
+
+    model, shared = _compiled_shared_encoders(penalty=L1(100.0))
+    model.fit(
+        *_data(), epochs=1, verbose=0, callbacks=[ProximalStep(layers="enc2")]
+    )
+    assert _zero_fraction(shared.kernel) == 1.0  # a strong L1 prox
+
+
+def _penalty_scheduler_reaches():
+    from keras_regkit import L2, penalties
+    from keras_regkit.callbacks import PenaltyScheduler
+
+    model, _ = _compiled_shared_encoders(penalty=L2(0.1))
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: seen.append(penalties(model))
+    )
+    scheduler = PenaltyScheduler(lambda epoch: 0.0, layers="enc2")
+    model.fit(*_data(), epochs=1, verbose=0, callbacks=[scheduler, probe])
+    assert seen[0]["enc1/shared"]["kernel"] == 0.0
+    assert seen[0]["enc1/enc1_own"]["kernel"] > 0.0
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        _regularize_reaches,
+        _shrink_reaches,
+        _monitor_reaches,
+        _pruning_reaches,
+        _proximal_step_reaches,
+        _penalty_scheduler_reaches,
+    ],
+    ids=lambda check: check.__name__.strip("_"),
+)
+def test_a_layers_argument_reaches_a_shared_layer_through_any_path(check):
+    check()

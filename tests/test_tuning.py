@@ -468,3 +468,38 @@ def test_distributed_search_splits_trials_between_workers(tmp_path):
     assert chief["fits"] == 0  # the chief only runs the oracle
     assert len(chief["completed"]) == 6
     assert (chief["best_score"], chief["best"]) == tuple(chief["completed"][0])
+
+
+def test_best_model_is_the_shrunk_model_the_search_scored(tmp_path):
+    x, y = _data()
+    hypermodel = RegularizedHyperModel(
+        _build,
+        kinds=["none"],
+        early_stopping=callbacks.EarlyStopping(
+            patience=3, restore_best_weights=True
+        ),
+        shrinkage=callbacks.WeightShrinkage(method="soft_threshold"),
+    )
+    tuner = keras_tuner.RandomSearch(
+        hypermodel,
+        objective="val_loss",
+        max_trials=1,
+        directory=tmp_path,
+        project_name="shrunk",
+        seed=0,
+    )
+    tuner.search(
+        x[:72],
+        y[:72],
+        validation_data=(x[72:], y[72:]),
+        epochs=40,
+        verbose=0,
+    )
+    trial = tuner.oracle.get_best_trials(1)[0]
+    best = tuner.get_best_models(1)[0]
+    loss = best.evaluate(x[72:], y[72:], verbose=0, return_dict=True)["loss"]
+    # The score is the shrunk model's (the History's last entry, the best),
+    # and so is the model the search hands back: its zeros included.
+    assert loss == pytest.approx(trial.score, rel=1e-5)
+    kernels = [best.get_layer(name).kernel for name in ("hidden", "out")]
+    assert any(np.any(ops.convert_to_numpy(k) == 0.0) for k in kernels)

@@ -15,39 +15,24 @@ _RUN_STATE = ("_targets", "_current", "_targets_model")
 
 
 class _Target:
-    """One penalised weight the scheduler scales, and what to restore."""
+    """One penalised weight the scheduler scales, and its base penalty.
+
+    The base is the weight's penalty as the user set it: a scaled value a
+    scheduler left on the weight (after a `fit` that raised) is never taken
+    for it, the penalty it was scaled from is.
+    """
 
     def __init__(self, path, layer, variable):
         self.path = path
         self.layer = layer
         self.variable = variable
-        self.base = current_penalty(variable)
-        # The layer attributes that hold this same penalty (the one
-        # `get_config()` saves, such as `kernel_regularizer`), with the
-        # value each had, to put back at the end.
-        self.attributes = {
-            name: value
-            for name, value in vars(layer).items()
-            if name.endswith("regularizer")
-            and "activity" not in name
-            and _same_penalty(value, self.base)
-        }
+        self.base = _penalty_state.unscheduled(current_penalty(variable))
 
     def set(self, penalty):
         set_penalty(self.variable, penalty)
-        for name in self.attributes:
-            setattr(self.layer, name, penalty)
 
     def restore(self):
         set_penalty(self.variable, self.base)
-        for name, value in self.attributes.items():
-            setattr(self.layer, name, value)
-
-
-def _same_penalty(value, penalty):
-    if not isinstance(value, keras.regularizers.Regularizer):
-        return False
-    return value is penalty or value == penalty
 
 
 class PenaltyScheduler(EpochScheduler):
@@ -58,11 +43,13 @@ class PenaltyScheduler(EpochScheduler):
     training began, with its strengths multiplied by the factor
     (`regularizer.scaled(factor)`): a schedule going from 0 to 1 warms any
     penalty up, elastic net's two strengths together. The scaled penalty is
-    set where `model.losses` reads it (`variable.regularizer`) and on the
-    layer attributes holding the same regularizer (`kernel_regularizer`,
-    ...), which `get_config()` saves, so a checkpoint written during
-    training records the penalty in force. Only trainable weights are
-    scheduled: Keras counts no other penalty.
+    set where `model.losses` reads it (`variable.regularizer`). The layer's
+    configuration (`kernel_regularizer`, ..., what `get_config()` and
+    `model.save` write) keeps the penalty as the user set it, so that a
+    checkpoint written during training, or a model saved after a `fit` that
+    raised, holds the user's penalty, which a scheduler resuming from it
+    scales again. Only trainable weights are scheduled: Keras counts no
+    other penalty.
 
     Keras compiles the strengths into the train step, so when a factor
     changes, the model's compiled train and test functions are rebuilt and
@@ -84,12 +71,17 @@ class PenaltyScheduler(EpochScheduler):
     model untouched. The schedule must therefore be a function of the epoch
     alone.
 
-    When training ends, every penalty is put back as it was, so the model
-    (and the file it is saved to) keeps the user's configuration. If `fit`
-    raises or is interrupted, Keras does not call `on_train_end`: the
-    scaled penalties then stay on the model until `restore()` is called, or
-    until this callback's next `fit` begins, which restores them first.
-    Wrap `fit` in `try: ... finally: scheduler.restore()` to be sure.
+    When training ends, every penalty is put back as it was. If `fit`
+    raises or is interrupted, Keras calls no callback (no `on_train_end`),
+    so nothing can put them back at once: the scaled penalties then stay in
+    the loss of the model's next `evaluate` or `fit` until a scheduler
+    restores them: `restore()` (`restore(model)` puts back every penalty
+    any scheduler left on `model`), or the next `fit` with this or any
+    other `PenaltyScheduler` over those weights, which takes the user's
+    penalty for its base, never the scaled one it finds (re-running a
+    notebook cell is safe). Their saved configuration never changes.
+    Wrap `fit` in `try: ... finally: scheduler.restore()` to leave nothing
+    scaled behind.
 
     Only keras_regkit regularizers can be scaled (they have a `scaled`
     method); a chosen weight with another penalty is a `TypeError`. Use one
@@ -159,6 +151,12 @@ class PenaltyScheduler(EpochScheduler):
         # Check everything before the first change.
         for epoch in range((self.params or {}).get("epochs") or 0):
             self._factors(epoch, targets)
+        # Scaled penalties another scheduler's interrupted `fit` left.
+        left = [t for t in targets if current_penalty(t.variable) is not t.base]
+        for target in left:
+            target.restore()
+        if left:
+            _penalty_state.refresh_compiled_functions(self.model)
         self._targets = targets
         self._targets_model = self.model
         self._current = {target.path: 1.0 for target in targets}
@@ -203,12 +201,20 @@ class PenaltyScheduler(EpochScheduler):
     def __deepcopy__(self, memo):
         return copy_without_run_state(self, memo, _RUN_STATE)
 
-    def restore(self) -> None:
+    def restore(self, model: keras.Model | None = None) -> None:
         """Puts back the penalties the model had when training began.
 
         `fit` calls it when training ends; call it yourself after a `fit`
         that raised. Does nothing when there is nothing to restore.
+
+        Args:
+            model: None to restore what this scheduler changed; or a model,
+                to put back every scaled penalty any `PenaltyScheduler`
+                left on it (when the scheduler that left them is gone).
         """
+        if model is not None:
+            if _penalty_state.restore_scheduled_penalties(model):
+                _penalty_state.refresh_compiled_functions(model)
         if self._targets is None:
             return
         for target in reversed(self._targets):
@@ -239,7 +245,7 @@ class PenaltyScheduler(EpochScheduler):
             return base
         key = (id(base), factor)
         if key not in cache:
-            cache[key] = base.scaled(factor)
+            cache[key] = _penalty_state.scheduled_penalty(base, factor)
         return cache[key]
 
     def _find_targets(self):
