@@ -204,6 +204,26 @@ def set_weight_penalty(layer, variable, penalty):
             setattr(layer, _ROLES[role][0], penalty)
 
 
+def _check_fits(layer, role, penalty):
+    """Raises a `ValueError` if `penalty` cannot take `layer`'s weight.
+
+    A `GroupLasso` groups along axes the weight must have: set on a 1-D
+    bias with `axis=1`, it would fail only at the first `fit` step.
+    """
+    variable = _variable(layer, role)
+    check = getattr(penalty, "_check_shape", None)
+    if variable is None or check is None:
+        return
+    try:
+        check(tuple(variable.shape))
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid value received for argument `{role}`: {penalty!r} "
+            f"cannot penalise the {role} of layer {layer.name!r}, of shape "
+            f"{tuple(variable.shape)}. {error}"
+        ) from None
+
+
 def _assign(layer, role, penalty, frozen):
     attribute, _ = _ROLES[role]
     setattr(layer, attribute, penalty)
@@ -347,6 +367,8 @@ def regularize(
             f"{', '.join(repr(role) for role in sorted(missing))}. "
             f"Layers available: {selectors._available(model)}"
         )
+    for layer, role, penalty in changes:
+        _check_fits(layer, role, penalty)
     frozen: list[str] = []
     for layer, role, penalty in changes:
         _assign(layer, role, penalty, frozen)

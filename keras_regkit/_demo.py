@@ -662,7 +662,8 @@ def run(
     """Runs the lab; prints the tables, writes the figures to `out`.
 
     Args:
-        out: folder for the PNG figures (created).
+        out: folder for the PNG figures (created if missing; an existing
+            file is refused).
         quick: a short run (1 seed, 400 steps, 3 sweep points) for smoke
             tests; under a minute.
         seeds: seeds per method (default 3; 1 with `quick`).
@@ -674,8 +675,8 @@ def run(
             The tables are printed whatever it is.
 
     Raises:
-        ValueError: for `seeds` or `steps` below 1, or `steps` not a
-            multiple of 50.
+        ValueError: for `seeds` or `steps` below 1, `steps` not a
+            multiple of 50, or `out` an existing file; before training.
 
     Returns:
         An `Outcome`: the per-method `results`, the `sweep`, and the paths
@@ -683,9 +684,14 @@ def run(
     """
     seeds, steps = _lengths(quick, seeds, steps)
     verbose = _validation.verbosity("verbose", verbose, (0, 1, 2))
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            "Invalid value received for argument `out`. Expected a folder "
+            f"for the figures. Received: out={str(out)!r}, an existing file"
+        )
     strengths = SWEEP[1:4] if quick else SWEEP
     train, test = load_data()
-    out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(verbose)
     print(
@@ -887,6 +893,8 @@ def main(argv=None):
         env = dict(os.environ, KERAS_BACKEND=args.backend)
         command = [sys.executable, "-m", "keras_regkit", "demo", *argv]
         os.execve(sys.executable, command, env)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out} is a file: it must name a folder")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be a positive integer")
     if args.steps is not None and (args.steps < 1 or args.steps % CHUNK):

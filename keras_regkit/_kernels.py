@@ -227,6 +227,9 @@ def group_norms(x, axes, factor=1.0):
         squares = ops.sum(ops.square(scaled), axis=axes, keepdims=True)
     else:
         squares = ops.square(scaled)
+    # TensorFlow's max skips NaN: a group of NaN and zeros has a largest
+    # magnitude of 0, but NaN squares, and must not pass for a zero group.
+    nonzero = ops.logical_or(nonzero, ops.isnan(squares))
     root = ops.where(nonzero, ops.sqrt(squares), 1.0)
     norms = ops.where(nonzero, largest * (root * factor), 0.0)
     directions = ops.where(nonzero, scaled / root, 0.0)

@@ -125,7 +125,8 @@ def data_arguments(data, argument):
     """`validation_data`-like input as keyword arguments of `evaluate`/`fit`.
 
     Args:
-        data: `(x,)`, `(x, y)`, `(x, y, sample_weight)` or a dataset.
+        data: `(x,)`, `(x, y)`, `(x, y, sample_weight)` (a list too, as
+            Keras's `fit` reads `validation_data`) or a dataset.
         argument: the argument's name, for error messages.
     """
     if data is None:
@@ -134,6 +135,8 @@ def data_arguments(data, argument):
             "validation data: a tuple (x, y) or (x, y, sample_weight), or a "
             f"dataset. Received: {argument}=None"
         )
+    if isinstance(data, list):
+        data = tuple(data)  # as Keras's `fit` reads `validation_data`
     if isinstance(data, tuple):
         if not 1 <= len(data) <= 3:
             raise ValueError(

@@ -36,7 +36,19 @@ def _as_real(name, value, expected):
         # np.float32(0.01) means 0.01: keep the decimal the user wrote rather
         # than its float32 rounding (0.009999999776...).
         return float(str(value))
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past the largest float, 10**400
+        # (whose digits may be too many to print)
+        size = (
+            f"an integer of {value.bit_length()} bits"
+            if isinstance(value, int)
+            else f"a {type(value).__name__}"
+        )
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected "
+            f"{expected}. Received: {name}={size}, too large for a float"
+        ) from None
 
 
 def non_negative_float(name, value):

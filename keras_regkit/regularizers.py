@@ -655,6 +655,10 @@ class GroupLasso(_Penalty):
             )
         return tuple(i for i in range(ndim) if i not in normalized)
 
+    def _check_shape(self, shape):
+        """Raises a `ValueError` unless a weight of `shape` can be grouped."""
+        self._reduction_axes(shape)
+
     def group_norms(self, x: Any) -> np.ndarray:
         """The L2 norm of each group of `x`, as a flat numpy array.
 
@@ -762,6 +766,12 @@ def with_strength(name: str, strength: float) -> keras.regularizers.Regularizer:
     >>> with_strength("exp_abs", 0.5)
     ExpAbs(strength=0.5, scale=1.0)
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            "Invalid value received for argument `name`. Expected one of "
+            f"{', '.join(repr(n) for n in _BY_NAME)}. Received: name={name!r}"
+        )
+    strength = _validation.non_negative_float("strength", strength)
     cls = type(_resolve(name, "name"))
     return cls(**{key: strength for key in cls._strength_keys})
 
@@ -790,7 +800,15 @@ def _resolve(identifier, argument):
             return _BY_NAME[class_name].from_config(
                 identifier.get("config", {})
             )
-        regularizer = keras.saving.deserialize_keras_object(identifier)
+        # Keras's own names ("L2", "L1L2", ...) as `keras.regularizers.get`
+        # reads them, and registered classes ("keras_regkit>L2").
+        try:
+            regularizer = keras.regularizers.deserialize(identifier)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{prefix} Expected the config of a regularizer. Received: "
+                f"{argument}={identifier!r} ({error})"
+            ) from None
         if isinstance(regularizer, keras.regularizers.Regularizer):
             return regularizer
         expected = "the config of a regularizer"

@@ -137,11 +137,7 @@ def hp_regularizer(
     >>> sorted(hp.values)
     ['regularizer', 'regularizer_l2_strength']
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(
-            "Invalid value received for argument `name`. Expected a "
-            f"non-empty string. Received: name={name!r}"
-        )
+    _check_name(name)
     kinds = _check_kinds(kinds)
     min_value, max_value = _check_range(min_value, max_value)
     kind = hp.Choice(name, list(kinds))
@@ -193,12 +189,27 @@ def hp_dropout(
     >>> hp_dropout(hp, min_value=0.2, max_value=0.4)
     0.2
     """
+    _check_name(name)
     min_value, max_value = _check_order(
         _validation.rate("min_value", min_value),
         _validation.rate("max_value", max_value),
     )
     step = _validation.positive_float("step", step)
     return hp.Float(name, min_value=min_value, max_value=max_value, step=step)
+
+
+def _check_name(name):
+    """Refuses a hyperparameter name that is not a non-empty string."""
+    if not isinstance(name, str):
+        raise TypeError(
+            "Invalid value received for argument `name`. Expected a "
+            f"non-empty string. Received: name={name!r}"
+        )
+    if not name:
+        raise ValueError(
+            "Invalid value received for argument `name`. Expected a "
+            f"non-empty string. Received: name={name!r}"
+        )
 
 
 def _checkpoint_shrunk_model(history, callbacks):

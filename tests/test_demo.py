@@ -321,6 +321,19 @@ def test_usage_and_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--verbose", "3"])
     assert "--verbose: invalid choice: 3" in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(taken)])
+    assert f"--out {taken} is a file" in capsys.readouterr().err
+
+
+def test_run_refuses_an_existing_file_for_the_figures(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"`out`.*an existing file"):
+        demo.run(out=taken, quick=True)
+    assert taken.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,34 @@ def test_prechelt_needs_a_minimized_quantity():
 
 
 @pytest.mark.parametrize(
+    "criterion, validation, training, key",
+    [
+        # A cosine-similarity loss, in [-1, 1]: -0.9 rising to -0.5 is a
+        # worsening that GL would read as a negative loss of generality.
+        ("gl", [-0.9, -0.7, -0.5], None, "val_loss"),
+        ("pq", [-0.9, -0.7, -0.5], [0.3] * 3, "val_loss"),
+        ("pq", [0.5, 0.4, 0.6], [0.3, -0.1, 0.2], "loss"),
+    ],
+)
+def test_gl_and_pq_refuse_negative_errors(criterion, validation, training, key):
+    callback = EarlyStopping(criterion=criterion, alpha=5.0, strip_length=2)
+    epoch = 2 if key == "loss" else 1
+    with pytest.raises(
+        ValueError,
+        match=rf"criterion='{criterion}'\) needs errors of at least 0.*"
+        rf"`{key}` was -0\.\d+ at epoch {epoch}\. .*criterion='up'",
+    ):
+        drive(callback, validation, train=training)
+
+
+def test_up_takes_negative_errors():
+    # UP only compares: a negative loss rising strip after strip stops it.
+    values = [-1.0, -0.9, -0.95, -0.8, -0.85, -0.7]
+    callback = EarlyStopping(criterion="up", alpha=2, strip_length=2)
+    assert drive(callback, values)["stopped_epoch"] == 5
+
+
+@pytest.mark.parametrize(
     "kwargs, error, pattern",
     [
         ({"patience": -1}, ValueError, r"`patience`.*Received: patience=-1"),

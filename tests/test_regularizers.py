@@ -825,3 +825,22 @@ def test_group_lasso_heads_config_and_refusals():
     for shape in [(4, 5), (3, 3, 4), (8, 2, 4)]:
         with pytest.raises(ValueError, match=r"GroupLasso\(heads=3\).*shape"):
             penalty(np.ones(shape, "float32"))
+
+
+@pytest.mark.parametrize(
+    "weight",
+    [
+        [[np.nan, 1.0], [0.0, 0.0]],  # TensorFlow's max skips the NaN
+        [[np.nan, 0.0], [1.0, 1.0]],
+        [[np.nan, np.nan], [0.0, 0.0]],
+    ],
+)
+def test_group_lasso_of_a_group_holding_nan_is_nan(weight):
+    # As L1 and L2 give NaN for a NaN weight, so does the group's norm: it
+    # must not pass for a zero group and hide the NaN.
+    penalty = GroupLasso(0.1, axis=0)  # groups are the rows
+    w = np.asarray(weight, "float32")
+    assert np.isnan(float(ops.convert_to_numpy(penalty(w))))
+    norms = penalty.group_norms(w)
+    assert np.isnan(norms[0]) and np.isfinite(norms[1])
+    assert np.isnan(float(ops.convert_to_numpy(L1(0.1)(w))))

@@ -608,3 +608,12 @@ def test_an_interrupt_inside_a_level_restores_every_variable(
     # The model is whole: it predicts, evaluates and trains as before.
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(model.evaluate(x, y, verbose=0)[0])
+
+
+def test_validation_data_as_a_list_as_fit_takes_it():
+    train, validation = _regression()
+    model = _fitted_linear(train)
+    as_list = shrink(model, list(validation), method="scale", levels=[0.1, 1.0])
+    model = _fitted_linear(train)
+    as_tuple = shrink(model, validation, method="scale", levels=[0.1, 1.0])
+    assert as_list.rows == as_tuple.rows

@@ -563,3 +563,74 @@ ROWS += [
         r"`step`.*Received: step=.*nan",
     ),
 ]
+
+ROWS += [
+    # Found by the pass over 486 bad inputs (issue 20).
+    (
+        lambda: keras_regkit.regularizers.with_strength(None, 0.1),
+        TypeError,
+        r"`name`.*'l1', 'l2'.*Received: name=None",
+    ),
+    (
+        lambda: keras_regkit.regularizers.with_strength("l2", -1.0),
+        ValueError,
+        r"`strength`.*Received: strength=-1\.0",
+    ),
+    (
+        lambda: L1(10**400),
+        ValueError,
+        r"`l1`.*Received: l1=an integer of 1329 bits, too large for a float",
+    ),
+    (
+        lambda: ExpAbs(strength=0.1, scale=-(10**400)),
+        ValueError,
+        r"`scale`.*too large for a float",
+    ),
+    (
+        lambda: keras_regkit.regularize(
+            _model(), kernel={"class_name": "NoSuchPenalty", "config": {}}
+        ),
+        TypeError,
+        r"`kernel`\. Expected the config of a regularizer\. Received: "
+        r"kernel=\{'class_name': 'NoSuchPenalty'",
+    ),
+    (
+        lambda: keras_regkit.regularize(_model(), bias=GroupLasso(axis=1)),
+        ValueError,
+        r"`bias`: GroupLasso\(strength=0\.01, axis=1\) cannot penalise the "
+        r"bias of layer 'dense', of shape \(2,\)\. .*axis 1 is out of range",
+    ),
+    (
+        lambda: _tuning().hp_dropout(_hp(), name=""),
+        ValueError,
+        r"`name`\. Expected a non-empty string\. Received: name=''",
+    ),
+    (
+        lambda: _tuning().hp_dropout(_hp(), name=None),
+        TypeError,
+        r"`name`.*Received: name=None",
+    ),
+    (
+        lambda: _tuning().hp_regularizer(_hp(), name=""),
+        ValueError,
+        r"`name`.*Received: name=''",
+    ),
+]
+
+
+def test_a_refused_penalty_leaves_the_model_as_it_was():
+    model = _model()
+    with pytest.raises(ValueError, match="cannot penalise the bias"):
+        keras_regkit.regularize(model, kernel=L2(0.1), bias=GroupLasso(axis=1))
+    assert model.get_layer("dense").kernel_regularizer is None
+
+
+def test_keras_config_dicts_are_read_as_keras_reads_them():
+    model = keras_regkit.regularize(
+        _model(), kernel={"class_name": "L2", "config": {"l2": 0.1}}
+    )
+    penalty = model.get_layer("dense").kernel.regularizer
+    assert isinstance(penalty, keras.regularizers.L2)
+    assert float(penalty.l2) == pytest.approx(0.1)
+    ours = keras_regkit.regularizers.serialize(L1(0.2))
+    assert keras_regkit.regularizers.get(ours) == L1(0.2)

@@ -72,7 +72,10 @@ class EarlyStopping(keras.callbacks.Callback):
         strict: raise instead of warning on a missing key, keyword-only.
         criterion: "patience" (Keras's rule), or one of Prechelt's "gl",
             "pq" and "up" ("Early Stopping - But When?", 1998), which
-            replace the patience rule; keyword-only.
+            replace the patience rule; keyword-only. "gl" and "pq" divide
+            by the lowest error, so they need errors of at least 0: a
+            negative monitored (or, for "pq", training) error raises a
+            `ValueError` at the epoch it appears.
         alpha: the threshold of "gl" and "pq", the number of strips of
             "up"; keyword-only.
         strip_length: epochs per strip for "pq" and "up", keyword-only.
@@ -300,7 +303,9 @@ class EarlyStopping(keras.callbacks.Callback):
             )
             return
         if self._prechelt is not None:
-            reason = self._prechelt.update(current, self._training_error(logs))
+            training_error = self._training_error(logs)
+            self._check_prechelt_errors(epoch, current, training_error)
+            reason = self._prechelt.update(current, training_error)
             if reason is not None:
                 self._stop(epoch, reason)
             return
@@ -328,6 +333,29 @@ class EarlyStopping(keras.callbacks.Callback):
                     f"{self.best_epoch + 1}."
                 )
             _restore(self.model, self.best_weights)
+
+    def _check_prechelt_errors(self, epoch, validation, training):
+        """Refuses negative errors for GL and PQ, which divide by them.
+
+        `GL = 100 * (E_va / E_opt - 1)` reads a rise of a negative error (a
+        cosine-similarity loss going from -0.9 to -0.5) as a negative loss
+        of generality, and would never stop.
+        """
+        if self.criterion not in ("gl", "pq"):
+            return
+        for key, value in (
+            (self.monitor, validation),
+            (self.training_key, training),
+        ):
+            if value is not None and value < 0:
+                raise ValueError(
+                    f"EarlyStopping(criterion={self.criterion!r}) needs "
+                    "errors of at least 0: Prechelt's GL and PQ divide by "
+                    f"the lowest error, and `{key}` was {value:.6g} at epoch "
+                    f"{epoch + 1}. Monitor a loss that is never negative, "
+                    "or use criterion='up' or the patience rule, which "
+                    "only compare errors."
+                )
 
     def _training_error(self, logs):
         """`E_tr` for Prechelt's PQ: `logs[training_key]`."""
