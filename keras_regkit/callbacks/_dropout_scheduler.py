@@ -6,10 +6,9 @@ import keras
 
 from keras_regkit import _console, selectors
 from keras_regkit.callbacks._copying import copy_without_run_state
-from keras_regkit.callbacks._scheduling import EpochScheduler, Schedule
+from keras_regkit.callbacks._scheduling import EpochScheduler
 from keras_regkit.layers import Dropout
 from keras_regkit.layers._stochastic import StochasticLayer
-from keras_regkit.selectors import LayerSelector
 
 
 class DropoutScheduler(EpochScheduler):
@@ -71,14 +70,8 @@ class DropoutScheduler(EpochScheduler):
     def _accept(rate):
         return 0.0 <= rate < 1.0
 
-    def __init__(
-        self,
-        schedule: Schedule,
-        layers: LayerSelector | None = None,
-        verbose: int = 0,
-    ) -> None:
-        super().__init__(schedule, layers, verbose)
-        self._targets: list[tuple[str, StochasticLayer]] | None = None
+    # Run state: the scheduled layers, while `fit` runs.
+    _targets: list[tuple[str, StochasticLayer]] | None = None
 
     def __deepcopy__(self, memo):
         return copy_without_run_state(self, memo, ("_targets",))

@@ -8,8 +8,7 @@ import keras
 from keras_regkit import _attach, _console, _penalty_state, selectors
 from keras_regkit._penalty_state import current_penalty, set_penalty
 from keras_regkit.callbacks._copying import copy_without_run_state
-from keras_regkit.callbacks._scheduling import EpochScheduler, Schedule
-from keras_regkit.selectors import LayerSelector
+from keras_regkit.callbacks._scheduling import EpochScheduler
 
 _RUN_STATE = ("_targets", "_current", "_targets_model")
 
@@ -134,16 +133,11 @@ class PenaltyScheduler(EpochScheduler):
     def _accept(factor):
         return math.isfinite(factor) and factor >= 0.0
 
-    def __init__(
-        self,
-        schedule: Schedule,
-        layers: LayerSelector | None = None,
-        verbose: int = 0,
-    ) -> None:
-        super().__init__(schedule, layers, verbose)
-        self._targets: list[_Target] | None = None
-        self._current: dict[str, float] | None = None
-        self._targets_model = None
+    # Run state, while `fit` runs: the scheduled weights, their factors
+    # by layer path, and the model they belong to.
+    _targets: list[_Target] | None = None
+    _current: dict[str, float] | None = None
+    _targets_model: keras.Model | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.restore()  # what a previous `fit` that raised left behind
