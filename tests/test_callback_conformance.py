@@ -200,10 +200,14 @@ def _gradual_pruning_after_raise(callback, model):
 
 
 def _penalty_scheduler_after_raise(callback, model):
-    # The scaled penalties stay until `restore()` or the next `fit`.
+    # The scaled penalties stay in the loss until `restore()` or the next
+    # `fit`; the layer attributes (what a save writes) are never touched.
     factor = callback.schedule(1)
     assert factor not in (0.0, 1.0)
-    assert _penalties(model) == _initial_penalties(factor)
+    scaled, initial = _initial_penalties(factor), _INITIAL_PENALTIES
+    assert _penalties(model) == {
+        name: (scaled[name][0], *initial[name][1:]) for name in initial
+    }
 
 
 def _proximal_step_after_raise(callback, model):

@@ -5,6 +5,9 @@ import pytest
 
 from keras_regkit import _masks
 
+# Arguments and numpy: nothing here depends on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 _RNG = np.random.default_rng(0)
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from keras_regkit.pruning import ConstantSparsity, PolynomialDecay
 
+# Arguments and numpy: nothing here depends on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 STEPS = range(0, 1300, 7)
 
 

@@ -12,6 +12,9 @@ from serialization import assert_config_round_trip
 
 from keras_regkit import schedules
 
+# Arguments and numpy: nothing here depends on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 EPOCHS = np.arange(0, 60)
 
 # (schedule, numpy reference of rate(epoch) over an array of epochs)

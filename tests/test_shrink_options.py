@@ -9,6 +9,9 @@ from keras_regkit import L2, shrink
 from keras_regkit._shrink_options import ShrinkOptions
 from keras_regkit.callbacks import WeightShrinkage
 
+# Arguments and numpy: nothing here depends on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_shrink_signature_defaults_are_the_options_defaults():
     # Each default is written once, in ShrinkOptions.

@@ -6,6 +6,9 @@ import pytest
 
 from keras_regkit import ShrinkageReport, ShrinkageRow
 
+# Arguments and numpy: nothing here depends on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def _report(chosen, metrics=(0.5, 0.4, float("nan"))):
     rows = (

@@ -104,7 +104,7 @@ def test_strengths_exist_only_for_the_kind_chosen():
         ({"min_value": 0.0}, ValueError, "argument `min_value`"),
         ({"min_value": -1e-3}, ValueError, "argument `min_value`"),
         ({"min_value": 0.1, "max_value": 0.01}, ValueError, "min_value <="),
-        ({"name": ""}, TypeError, "argument `name`"),
+        ({"name": ""}, ValueError, "argument `name`"),
     ],
 )
 def test_hp_regularizer_bad_arguments(kwargs, error, match):

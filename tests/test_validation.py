@@ -14,6 +14,9 @@ from keras_regkit.callbacks import DropoutScheduler
 from keras_regkit.layers import Dropout, DropPath
 from keras_regkit.regularizers import L1, L2, ElasticNet, ExpAbs, GroupLasso
 
+# Bad arguments are refused before anything reaches the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def _model():
     return keras.Sequential(
